@@ -1,0 +1,3 @@
+from msgrelay.cli import main
+
+main()

@@ -1,0 +1,259 @@
+"""The ``msgrelay`` command: parse, call the library, print. Nothing here that a library user would need.
+
+Errors from the library are caught once, in :func:`main`, and printed as one line with a named exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from msgrelay import __version__
+from msgrelay.config import Settings, load_settings, masked_dump
+from msgrelay.consumer import Consumer
+from msgrelay.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    BrokerTimeoutError,
+    ConfigError,
+    MessageError,
+    MsgrelayError,
+    SinkError,
+)
+from msgrelay.monitor import collect_stats
+from msgrelay.producer import Producer
+from msgrelay.reporting import BatchReporter, print_stats, print_totals
+from msgrelay.sinks.files import LogFileSink
+from msgrelay.transport.connection import create_transport
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    CONFIG_ERROR = 3
+    REDIS_UNAVAILABLE = 4
+    REDIS_ERROR = 5
+    SINK_FAILED = 6
+    INVALID_MESSAGE = 7
+    INTERRUPTED = 130
+
+
+app = typer.Typer(
+    name="msgrelay",
+    help="Reliable, fast message processing on Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file (default: ./msgrelay.toml).")]
+RedisUrlOpt = Annotated[str | None, typer.Option("--redis-url", help="redis://, rediss:// or unix:// URL.")]
+TransportOpt = Annotated[str | None, typer.Option("--transport", "-t", help="streams (default) or lists.")]
+
+
+def _settings(
+    config: Path | None, redis_url: str | None, transport: str | None, **sections: dict[str, Any]
+) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {
+        "redis": {"url": redis_url},
+        "queue": {"transport": transport},
+        **sections,
+    }
+    return load_settings(config, overrides)
+
+
+@app.command()
+def send(
+    text: Annotated[str, typer.Argument(help="The message text.")],
+    msg_type: Annotated[str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")] = "INFO",
+    field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Extra field key=value.")] = None,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Send one message and print its id."""
+    settings = _settings(config, redis_url, transport)
+    fields = dict(_parse_field(item) for item in field or [])
+    with Producer.from_settings(settings) as producer:
+        out.print(producer.send(msg_type, text, **fields))
+
+
+def _parse_field(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--field")
+    return key, value
+
+
+@app.command()
+def produce(
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")] = None,
+    delay: Annotated[float | None, typer.Option("--delay", help="Seconds between messages.")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible messages.")] = None,
+    id_log: Annotated[Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Generate realistic random system messages (INFO/WARNING/ERROR/DEBUG) and send them."""
+    from msgrelay.generate import run_generator  # noqa: PLC0415 - keeps `msgrelay --help` fast
+
+    producer_flags = {"max_messages": count, "delay_between_messages_s": delay, "rate_per_s": rate}
+    settings = _settings(config, redis_url, transport, producer=producer_flags)
+    with Producer.from_settings(settings) as producer:
+        sent = run_generator(producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet)
+    out.print(f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}")
+
+
+@app.command()
+def consume(
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    batch_wait: Annotated[float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")] = None,
+    processing_delay: Annotated[float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")] = None,
+    block_timeout: Annotated[float | None, typer.Option("--block-timeout", help="Seconds one read waits.")] = None,
+    log_dir: Annotated[Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")] = None,
+    fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
+    line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Process messages in batches into one log file per type; ack each batch only once it is written."""
+    consumer_flags = {
+        "batch_size": batch_size,
+        "batch_wait_s": batch_wait,
+        "processing_delay_s": processing_delay,
+        "block_timeout_s": block_timeout,
+        "log_dir": log_dir,
+        "fsync": fsync,
+        "line_format": line_format,
+        "consumer_name": name,
+    }
+    settings = _settings(config, redis_url, transport, consumer=consumer_flags)
+    if settings.redis.socket_timeout_s <= settings.consumer.block_timeout_s:
+        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    queue_transport = create_transport(settings)
+    cs = settings.consumer
+    sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
+    hooks = [] if quiet else [BatchReporter(out)]
+    consumer = Consumer(queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: consumer.stop())
+    out.print(
+        f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
+        f"into {sink.log_dir}" + (" (burst)" if burst else "")
+    )
+    try:
+        totals = consumer.run(burst=burst)
+    finally:
+        sink.close()
+        queue_transport.close()
+    print_totals(out, totals, stopped_by_signal=consumer.stopping)
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Produced, backlog, processed, dead-lettered, per-consumer pending, Redis memory."""
+    settings = _settings(config, redis_url, transport)
+    queue_transport = create_transport(settings)
+    try:
+        report = collect_stats(queue_transport)
+    finally:
+        queue_transport.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_stats(out, report)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Print the effective configuration (flags > env > file > defaults), secrets masked."""
+    settings = _settings(config, redis_url, transport)
+    sys.stdout.write(orjson.dumps(masked_dump(settings), option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option("--count", "-n", help="Messages to produce.")] = 4000,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Run the whole pipeline end to end (starts a private Redis unless one is configured and reachable)."""
+    from msgrelay.demo import run_demo  # noqa: PLC0415 - keeps `msgrelay --help` fast
+
+    settings = _settings(config, redis_url, None)
+    run_demo(settings, count=count, console=out)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"msgrelay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Reliable, fast message processing on Redis."""
+
+
+def exit_code_for(error: MsgrelayError) -> ExitCode:
+    if isinstance(error, ConfigError):
+        return ExitCode.CONFIG_ERROR
+    if isinstance(error, BrokerConnectionError | BrokerTimeoutError):
+        return ExitCode.REDIS_UNAVAILABLE
+    if isinstance(error, BrokerError):
+        return ExitCode.REDIS_ERROR
+    if isinstance(error, SinkError):
+        return ExitCode.SINK_FAILED
+    if isinstance(error, MessageError):
+        return ExitCode.INVALID_MESSAGE
+    return ExitCode.FAILURE
+
+
+_HINTS: dict[ExitCode, str] = {
+    ExitCode.REDIS_UNAVAILABLE: "check that Redis is running and that --redis-url / MSGRELAY_REDIS__URL is right",
+    ExitCode.CONFIG_ERROR: "see `msgrelay config show` and the README's Configuration section",
+}
+
+
+def main() -> None:
+    """Console entry point: run the app, turn every msgrelay error into one line and an exit code."""
+    try:
+        app(prog_name="msgrelay")  # usage errors (exit 2) and Ctrl-C are handled by Typer itself
+    except MsgrelayError as exc:
+        code = exit_code_for(exc)
+        hint = _HINTS.get(code)
+        err.print(f"error: {exc}" + (f"; {hint}" if hint else ""), markup=False, soft_wrap=True)
+        sys.exit(code)

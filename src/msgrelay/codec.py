@@ -1,0 +1,165 @@
+"""Bytes <-> :class:`Message`: our JSON wire format, hand-pushed JSON, and plain text lines.
+
+Accepted input, checked in this order (the first failure is the dead-letter reason):
+
+==================  ===============================================================================
+``oversize``        the raw entry is longer than ``max_message_bytes`` (checked before any parsing)
+``invalid_utf8``    the bytes are not UTF-8
+``malformed_json``  starts with ``{`` but is not one JSON object (includes NaN, >64-bit ints, deep nesting)
+``missing_text``    a JSON object with none of ``text`` / ``message`` / ``msg``
+``invalid_field``   a known field with the wrong JSON type (text not a string, id too long ...)
+``unknown_type``    a level word that is not in :data:`msgrelay.levels.LEVEL_ALIASES`
+==================  ===============================================================================
+
+In a JSON object the text is ``text`` (or ``message``, ``msg``), the type ``type`` (or ``level``,
+``severity``, ``levelname``; absent means INFO), the time ``ts`` (or ``timestamp``, ``time``: epoch
+seconds or ISO 8601; absent means now) and the id ``id`` (absent: see :func:`fallback_id`). The first alias
+present wins; the others, and every other key, stay as the message's extra fields.
+
+Anything that does not start with ``{`` is a plain text line: an optional leading level word
+(``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from msgrelay.errors import DecodeError
+from msgrelay.levels import DEFAULT_TYPE, normalize_level
+from msgrelay.message import JSONValue, Message
+
+TEXT_KEYS: Final = ("text", "message", "msg")
+TYPE_KEYS: Final = ("type", "level", "severity", "levelname")
+TS_KEYS: Final = ("ts", "timestamp", "time")
+ENVELOPE_KEYS: Final = frozenset(("id", "type", "text", "ts"))
+"""The keys of our own wire format; a producer's extra fields may not use them."""
+MAX_ID_LENGTH: Final = 128
+
+# "ERROR: x", "[warn] x", "Critical - x", "ERROR x" (a bare word only when written in capitals).
+_TEXT_LEVEL = re.compile(
+    r"\s*(?:\[(?P<bracketed>[A-Za-z]{2,12})\]|(?P<word>[A-Za-z]{2,12})\s*(?::|\s-\s)|(?P<upper>[A-Z]{2,12})(?=\s))\s*"
+)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to our wire format: one compact JSON object."""
+    return orjson.dumps(
+        {"id": message.id, "type": message.type, "text": message.text, "ts": message.ts, **message.fields}
+    )
+
+
+def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
+    """Parse one raw entry into a :class:`Message`, or raise :class:`DecodeError` with a reason code.
+
+    ``source_id`` names a message that carries no producer id (see :func:`fallback_id`).
+    """
+    if len(raw) > max_bytes:
+        raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
+    if raw.lstrip()[:1] == b"{":
+        return _decode_object(raw, source_id)
+    return _decode_text_line(raw, source_id)
+
+
+def fallback_id(raw: bytes, source_id: str) -> str:
+    """The id of a message pushed without one: the stream entry id, else a digest of the raw bytes.
+
+    Identical id-less list entries therefore share an id; producers that care about telling them apart
+    must send an ``id`` (our producer always does).
+    """
+    if source_id:
+        return f"x-{source_id}"
+    return "h-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def _decode_object(raw: bytes, source_id: str) -> Message:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "malformed_json"
+        raise DecodeError(reason, str(exc), raw) from None
+    except RecursionError:  # pragma: no cover - orjson limits depth itself; belt and braces
+        raise DecodeError("malformed_json", "nesting too deep", raw) from None
+    if not isinstance(obj, dict):
+        raise DecodeError("malformed_json", "not a JSON object", raw)
+    fields: dict[str, JSONValue] = dict(obj)
+    msg_id = fields.pop("id", None)
+    text = _pop_first(fields, TEXT_KEYS)
+    if text is None:
+        raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
+    if not isinstance(text, str):
+        raise DecodeError("invalid_field", "message text is not a string", raw)
+    msg_type = _decode_type(_pop_first(fields, TYPE_KEYS), fields, raw)
+    return Message(
+        id=_decode_id(msg_id, raw, source_id),
+        type=msg_type,
+        text=text,
+        ts=_decode_ts(_pop_first(fields, TS_KEYS), raw),
+        fields=fields,
+    )
+
+
+def _pop_first(fields: dict[str, JSONValue], keys: tuple[str, ...]) -> JSONValue:
+    """Remove and return the first of ``keys`` present; the other aliases stay as ordinary fields."""
+    for key in keys:
+        if key in fields:
+            return fields.pop(key)
+    return None
+
+
+def _decode_type(value: JSONValue, fields: dict[str, JSONValue], raw: bytes) -> str:
+    if value is None:
+        return DEFAULT_TYPE
+    if not isinstance(value, str):
+        raise DecodeError("invalid_field", "type is not a string", raw)
+    msg_type = normalize_level(value)
+    if msg_type is None:
+        raise DecodeError("unknown_type", f"unknown message type {value[:40]!r}", raw)
+    if value.strip().upper() != msg_type and "level" not in fields:
+        fields["level"] = value.strip().lower()  # keep "critical" visible when it is filed under ERROR
+    return msg_type
+
+
+def _decode_id(value: JSONValue, raw: bytes, source_id: str) -> str:
+    if value is None:
+        return fallback_id(raw, source_id)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+        raise DecodeError("invalid_field", f"id must be a string of 1 to {MAX_ID_LENGTH} characters", raw)
+    return value
+
+
+def _decode_ts(value: JSONValue, raw: bytes) -> float:
+    if value is None:
+        return time.time()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)
+
+
+def _decode_text_line(raw: bytes, source_id: str) -> Message:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid_utf8", str(exc), raw) from None
+    msg_type, text, fields = DEFAULT_TYPE, line, {}
+    match = _TEXT_LEVEL.match(line)
+    if match:
+        word = match.group("bracketed") or match.group("word") or match.group("upper")
+        level = normalize_level(word)
+        if level is not None:
+            msg_type, text = level, line[match.end() :]
+            if word.upper() != level:
+                fields["level"] = word.lower()
+    return Message(id=fallback_id(raw, source_id), type=msg_type, text=text, ts=time.time(), fields=fields)

@@ -1,0 +1,221 @@
+"""One typed configuration: CLI flag > environment > ``msgrelay.toml`` > default.
+
+The file has one table per section::
+
+    [redis]
+    url = "redis://:secret@localhost:6379/0"   # or host/port/db/password; rediss:// for TLS
+
+    [queue]
+    transport = "streams"                      # or "lists" (LPUSH-compatible)
+
+    [consumer]
+    batch_size = 500
+    log_dir = "/var/log/myapp"
+
+Environment variables are ``MSGRELAY_<SECTION>__<KEY>`` (``MSGRELAY_CONSUMER__BATCH_SIZE=500``), and
+``MSGRELAY_CONFIG`` names the file. Any unknown key, in the file or in the environment, is an error naming it.
+Units are in the names: ``_s`` seconds, ``_bytes`` bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from msgrelay.errors import ConfigError
+
+ENV_PREFIX = "MSGRELAY_"
+CONFIG_ENV_VAR = "MSGRELAY_CONFIG"
+DEFAULT_CONFIG_FILE = Path("msgrelay.toml")
+
+_config_file: ContextVar[Path | None] = ContextVar("msgrelay_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    """Where Redis is. ``url`` wins over host/port/db/password when set."""
+
+    url: str | None = None
+    host: str = "localhost"
+    port: int = Field(6379, ge=0, le=65535)
+    db: int = Field(0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    socket_timeout_s: float = Field(10.0, gt=0, description="per-command timeout; must exceed block_timeout_s")
+    connect_timeout_s: float = Field(3.0, gt=0)
+
+    def effective_url(self) -> str:
+        """The URL clients connect to, password included (never print it: use :func:`mask_url`)."""
+        if self.url:
+            return self.url
+        userinfo = ""
+        if self.password is not None:
+            userinfo = f"{quote(self.username or '', safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
+        elif self.username:
+            userinfo = f"{quote(self.username, safe='')}@"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{userinfo}{self.host}:{self.port}/{self.db}"
+
+
+class QueueSettings(_Section):
+    """What the messages travel through."""
+
+    transport: Literal["streams", "lists"] = "streams"
+    stream: str = Field("msgrelay:logs", min_length=1, description="stream key (streams transport)")
+    group: str = Field("msgrelay", min_length=1, description="consumer group (streams transport)")
+    buffer_key: str = Field("message_buffer", min_length=1, description="list key (lists transport)")
+    namespace: str = Field("msgrelay", min_length=1, description="prefix of every other key msgrelay owns")
+    max_message_bytes: int = Field(64 * 1024, gt=0, description="larger entries are dead-lettered")
+
+
+class ProducerSettings(_Section):
+    """``msgrelay produce``: how many generated messages, and how fast."""
+
+    max_messages: int = Field(1000, ge=0, description="0 means no limit")
+    delay_between_messages_s: float = Field(0.0, ge=0)
+    rate_per_s: float | None = Field(None, gt=0, description="target rate; overrides the delay when set")
+    pipeline_size: int = Field(1000, gt=0, description="messages sent per round trip")
+
+
+class ConsumerSettings(_Section):
+    """``msgrelay consume``: batching, waiting and where the log files go."""
+
+    batch_size: int = Field(100, gt=0)
+    batch_wait_s: float = Field(0.0, ge=0, description="extra time to wait to fill a partial batch")
+    processing_delay_s: float = Field(0.0, ge=0, description="pause after each batch")
+    block_timeout_s: float = Field(1.0, gt=0, description="how long one read waits for new messages")
+    log_dir: Path = Path("application_logs")
+    fsync: bool = Field(False, description="fsync each file after each batch, before the ack")
+    line_format: Literal["text", "json"] = "text"
+    consumer_name: str | None = Field(None, description="defaults to <hostname>-<pid>")
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    producer: ProducerSettings = ProducerSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the effective settings. ``overrides`` are CLI flags: ``{"consumer": {"batch_size": 10}}``.
+
+    ``config_file`` defaults to ``$MSGRELAY_CONFIG``, else ``./msgrelay.toml`` if it exists.
+    Raises :class:`ConfigError` naming every unknown or invalid key.
+    """
+    path = _resolve_config_file(config_file, os.environ)
+    _reject_unknown_env(os.environ)
+    flags = {
+        section: given
+        for section, values in (overrides or {}).items()
+        if (given := {key: value for key, value in values.items() if value is not None})
+    }
+    token = _config_file.set(path)
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def _resolve_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None or env.get(CONFIG_ENV_VAR):
+        path = explicit if explicit is not None else Path(env[CONFIG_ENV_VAR])
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _reject_unknown_env(env: Mapping[str, str]) -> None:
+    sections = {name: info.annotation for name, info in Settings.model_fields.items()}
+    for var in env:
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV_VAR:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
+        model = sections.get(section)
+        if model is None or not isinstance(model, type) or key not in model.model_fields:
+            raise ConfigError(
+                f"unknown environment variable {var}: expected MSGRELAY_<SECTION>__<KEY> "
+                f"with SECTION one of {', '.join(s.upper() for s in sections)}"
+            )
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {error['msg']}")
+    origin = f" (config file: {path})" if path else ""
+    return "invalid configuration" + origin + ": " + "; ".join(problems)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, safe to print and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with every secret masked (for ``msgrelay config show``)."""
+    data = settings.model_dump(mode="json")
+    redis = data["redis"]
+    if redis.get("url"):
+        redis["url"] = mask_url(redis["url"])
+    if settings.redis.password is not None:
+        redis["password"] = "***"
+    redis["effective_url"] = mask_url(settings.redis.effective_url())
+    return data

@@ -1,0 +1,77 @@
+"""Every error msgrelay raises, under one root.
+
+    MsgrelayError
+    ├── ConfigError                 bad or unknown setting, unreadable config file
+    ├── BrokerError                 anything that went wrong talking to Redis
+    │   ├── BrokerConnectionError   cannot reach the server, or the connection dropped
+    │   ├── BrokerTimeoutError      the server did not answer in time
+    │   └── BrokerResponseError     the server answered with an error (OOM, NOPERM, WRONGTYPE ...)
+    ├── MessageError                a message that cannot be sent or processed
+    │   ├── MessageTooLarge         over ``max_message_bytes``
+    │   └── DecodeError             raw entry that is not a valid message; keeps the raw bytes
+    └── SinkError                   a sink could not durably write a batch (disk full, EIO ...)
+
+Redis' own exceptions are translated into the ``Broker*`` family at exactly one boundary,
+:func:`msgrelay.transport.redis_errors`; nothing above the transport layer sees a ``redis`` exception.
+"""
+
+from __future__ import annotations
+
+
+class MsgrelayError(Exception):
+    """Root of every error raised by msgrelay."""
+
+
+class ConfigError(MsgrelayError):
+    """A setting is unknown, invalid, or the configuration file cannot be read."""
+
+
+class BrokerError(MsgrelayError):
+    """Talking to Redis failed. ``url`` is the server's URL with any password masked."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class BrokerConnectionError(BrokerError):
+    """Redis cannot be reached, or the connection was lost."""
+
+
+class BrokerTimeoutError(BrokerError):
+    """Redis did not answer within the socket timeout."""
+
+
+class BrokerResponseError(BrokerError):
+    """Redis answered with an error reply (out of memory, no permission, wrong type ...)."""
+
+
+class MessageError(MsgrelayError):
+    """A message cannot be sent or processed."""
+
+
+class MessageTooLarge(MessageError):
+    """The encoded message is larger than ``max_message_bytes``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message is {size} bytes, over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class DecodeError(MessageError):
+    """A raw entry is not a valid message.
+
+    ``reason`` is a short machine-readable code (see :mod:`msgrelay.codec`); ``raw`` keeps the bytes that
+    failed, so the dead-letter store can hold them for inspection and replay.
+    """
+
+    def __init__(self, reason: str, detail: str, raw: bytes) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.raw = raw
+
+
+class SinkError(MsgrelayError):
+    """A sink could not durably write a batch; the batch must not be acknowledged."""

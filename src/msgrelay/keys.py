@@ -1,0 +1,60 @@
+"""The whole Redis key schema, in one place.
+
+==============================================  ======  =====================================================
+key                                             type    what
+==============================================  ======  =====================================================
+``<stream>`` (default ``msgrelay:logs``)        stream  log messages, field ``m`` = JSON (streams transport);
+                                                        consumer group ``<group>`` (default ``msgrelay``)
+``<buffer_key>`` (default ``message_buffer``)   list    log messages, LPUSH at the head (lists transport)
+``<ns>:processing:<buffer_key>:<consumer>``     list    entries a lists consumer holds until written
+``<ns>:consumers:<buffer_key>``                 set     names of lists consumers (for stats and recovery)
+``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin
+``<ns>:stats:<queue key>``                      hash    counters: produced, processed, dead_lettered,
+                                                        processed:<TYPE>, batches, batches_failed
+==============================================  ======  =====================================================
+
+``<ns>`` is ``queue.namespace`` (default ``msgrelay``). The stream and list keys are user-chosen so that
+existing producers (``LPUSH message_buffer ...``) keep working unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+STREAM_PAYLOAD_FIELD: Final = b"m"
+"""The stream entry field holding the JSON message. Entries with other fields are read as a JSON object."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchema:
+    """Every key msgrelay touches for one queue. ``queue`` is the stream key or the list key."""
+
+    namespace: str
+    queue: str
+
+    def dead_letters(self) -> str:
+        return f"{self.namespace}:dlq"
+
+    def stats(self) -> str:
+        return f"{self.namespace}:stats:{self.queue}"
+
+    def processing(self, consumer: str) -> str:
+        return f"{self.namespace}:processing:{self.queue}:{consumer}"
+
+    def consumers(self) -> str:
+        return f"{self.namespace}:consumers:{self.queue}"
+
+
+class Stat:
+    """Field names in the stats hash."""
+
+    PRODUCED: Final = "produced"
+    PROCESSED: Final = "processed"
+    DEAD_LETTERED: Final = "dead_lettered"
+    BATCHES: Final = "batches"
+    BATCHES_FAILED: Final = "batches_failed"
+
+    @staticmethod
+    def processed_type(msg_type: str) -> str:
+        return f"processed:{msg_type}"

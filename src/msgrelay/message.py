@@ -1,0 +1,46 @@
+"""The wire message and the in-flight delivery, kept apart.
+
+A :class:`Message` is exactly what travels through Redis: immutable, no delivery state. A
+:class:`Delivery` is one receipt of a raw entry by one consumer: the bytes as read, the transport's handle
+needed to acknowledge it, and how many times it has been delivered. Decoding a delivery may fail; the
+consumer then dead-letters the delivery with the raw bytes intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSONValue = Any
+"""A value that came out of (or goes into) JSON: str, int, float, bool, None, list or dict."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One log message as it travels on the wire.
+
+    ``id`` is assigned by the producer and survives every hop, so duplicates can be recognised downstream.
+    ``type`` is always one of :data:`msgrelay.levels.LOG_TYPES`. ``fields`` holds any extra JSON fields the
+    producer attached (host, service, request id ...); treat it as read-only.
+    """
+
+    id: str
+    type: str
+    text: str
+    ts: float
+    fields: dict[str, JSONValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One raw entry handed to a consumer.
+
+    ``handle`` is what the transport needs to acknowledge the entry (a stream entry id, or the exact list
+    element). ``source_id`` is a stable transport-side identity used to name messages that arrive without a
+    producer id (the stream entry id; empty for lists). ``attempt`` counts deliveries, starting at 1.
+    """
+
+    raw: bytes
+    handle: bytes
+    source_id: str = ""
+    attempt: int = 1

@@ -1,0 +1,49 @@
+"""What ``msgrelay stats`` reports, gathered as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from msgrelay.keys import Stat
+from msgrelay.transport.base import Transport, redis_errors
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    transport: str
+    queue: str
+    produced: int
+    backlog: int | None
+    processed: int
+    dead_lettered: int
+    dead_letter_store: int
+    batches: int
+    processed_by_type: dict[str, int] = field(default_factory=dict)
+    pending_by_consumer: dict[str, int] = field(default_factory=dict)
+    redis_used_memory_bytes: int = 0
+    redis_used_memory_human: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_stats(transport: Transport) -> QueueStats:
+    counters = transport.stats()
+    with redis_errors(transport.url):
+        memory = transport.client.info("memory")
+    prefix = Stat.processed_type("")
+    return QueueStats(
+        transport=transport.name,
+        queue=transport.keys.queue,
+        produced=counters.get(Stat.PRODUCED, 0),
+        backlog=transport.backlog(),
+        processed=counters.get(Stat.PROCESSED, 0),
+        dead_lettered=counters.get(Stat.DEAD_LETTERED, 0),
+        dead_letter_store=transport.dead_letter_count(),
+        batches=counters.get(Stat.BATCHES, 0),
+        processed_by_type={k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix)},
+        pending_by_consumer=transport.pending(),
+        redis_used_memory_bytes=int(memory["used_memory"]),
+        redis_used_memory_human=str(memory["used_memory_human"]),
+    )

@@ -1,0 +1,83 @@
+"""Human-readable output of the CLI: batch lines, totals, stats tables."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from msgrelay.consumer import BatchResult, ConsumerHook, Totals
+from msgrelay.monitor import QueueStats
+
+REPORT_INTERVAL_S = 0.5
+"""At most two batch lines a second: faster batches are summed into one line, so printing never slows us."""
+
+
+class BatchReporter(ConsumerHook):
+    """Prints each batch (messages, written, dead-lettered, success rate), coalescing fast ones."""
+
+    def __init__(self, console: Console, *, interval_s: float = REPORT_INTERVAL_S) -> None:
+        self.console = console
+        self.interval_s = interval_s
+        self._last_print = 0.0
+        self._pending: list[BatchResult] = []
+        self._first_batch = 1
+
+    def after_batch(self, result: BatchResult, totals: Totals) -> None:
+        self._pending.append(result)
+        now = time.monotonic()
+        if now - self._last_print >= self.interval_s:
+            self._flush(totals)
+            self._last_print = now
+
+    def _flush(self, totals: Totals) -> None:
+        batches = self._pending
+        fetched = sum(b.fetched for b in batches)
+        written = sum(b.written for b in batches)
+        dead = sum(b.dead_lettered for b in batches)
+        last = totals.batches
+        label = f"batch {last}" if len(batches) == 1 else f"batches {self._first_batch}-{last}"
+        rate = 100.0 * written / fetched if fetched else 100.0
+        recovered = " (recovered)" if any(b.recovered for b in batches) else ""
+        self.console.print(
+            f"{label}: {fetched} messages, {written} written, {dead} dead-lettered, "
+            f"success {rate:.1f}%{recovered} | total {totals.written} written",
+            markup=False,
+        )
+        self._pending = []
+        self._first_batch = last + 1
+
+    def on_failure(self, error: Exception, retry_in_s: float) -> None:
+        self.console.print(f"batch not settled, retrying in {retry_in_s:.1f}s: {error}", markup=False)
+
+
+def print_totals(console: Console, totals: Totals, *, stopped_by_signal: bool) -> None:
+    elapsed = totals.elapsed_s
+    rate = totals.fetched / elapsed if elapsed > 0 else 0.0
+    success = 100.0 * totals.written / totals.fetched if totals.fetched else 100.0
+    how = "stopped by signal after finishing its batch" if stopped_by_signal else "done"
+    console.print(
+        f"{how}: {totals.batches} batches, {totals.fetched} messages, {totals.written} written, "
+        f"{totals.dead_lettered} dead-lettered, success {success:.1f}%, "
+        f"{elapsed:.2f}s ({rate:,.0f} msgs/s)",
+        markup=False,
+    )
+
+
+def print_stats(console: Console, stats: QueueStats) -> None:
+    table = Table(title=f"msgrelay {stats.transport} queue {stats.queue!r}", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("produced", f"{stats.produced:,}")
+    table.add_row("backlog", "n/a" if stats.backlog is None else f"{stats.backlog:,}")
+    table.add_row("processed", f"{stats.processed:,}")
+    for msg_type, count in stats.processed_by_type.items():
+        table.add_row(f"  {msg_type}", f"{count:,}")
+    table.add_row("dead-lettered", f"{stats.dead_lettered:,}")
+    table.add_row("dead-letter store (all queues)", f"{stats.dead_letter_store:,}")
+    table.add_row("batches", f"{stats.batches:,}")
+    for name, pending in stats.pending_by_consumer.items():
+        table.add_row(f"pending: {name}", f"{pending:,}")
+    table.add_row("redis used memory", stats.redis_used_memory_human)
+    console.print(table)

@@ -1,0 +1,70 @@
+"""One message -> one log line that cannot be forged into more than one line.
+
+Every character that could break a line or fool a terminal (C0/C1 controls, DEL, U+2028/U+2029, NEL,
+bidirectional overrides, lone surrogates) is written as a visible escape: ``\\n``, ``\\x1b``, ``\\u202e``.
+
+Text format (default; ``level`` appears in the fields when the producer's word differs from the type)::
+
+    2026-11-24T10:00:00.123Z ERROR 4f1c9a2be0d1-1f disk full on /var {"host":"web1"}
+
+JSON format: one object per line, with ``ts`` (ISO 8601), ``type``, ``id``, ``text`` and the extra fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import orjson
+
+from msgrelay.message import Message
+
+_UNSAFE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]"
+)
+_NAMED: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _escape_json_char(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every line-breaking or terminal-controlling character made visible."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def _iso(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):  # a timestamp outside what datetime can show
+        return repr(ts)
+
+
+def _safe_json(value: object) -> str:
+    # orjson escapes C0 controls itself; the rest of the unsafe set becomes \uXXXX, which stays valid JSON.
+    return _UNSAFE.sub(_escape_json_char, orjson.dumps(value).decode())
+
+
+def text_line(message: Message) -> str:
+    extra = f" {_safe_json(message.fields)}" if message.fields else ""
+    return f"{_iso(message.ts)} {message.type} {escape(message.id)} {escape(message.text)}{extra}\n"
+
+
+def json_line(message: Message) -> str:
+    record = {"ts": _iso(message.ts), "type": message.type, "id": message.id, "text": message.text}
+    return _safe_json({**message.fields, **record}) + "\n"
+
+
+FORMATTERS: Final[dict[str, Callable[[Message], str]]] = {"text": text_line, "json": json_line}

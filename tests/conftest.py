@@ -1,0 +1,91 @@
+"""Shared fixtures. Every test talks to a redis-server that this test session started itself.
+
+The server is our child process on a unix socket in a temp folder; ``RedisServer.start`` checks that
+``INFO server`` reports the child's pid before anything else is sent, so FLUSHALL here can only ever hit
+our own server. The machine's shared Redis on port 6379 is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from msgrelay.config import Settings, load_settings
+from msgrelay.redis_server import RedisServer
+
+TRANSPORTS = ("streams", "lists")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of our private server, emptied for this test."""
+    client = redis_server.client()
+    try:
+        assert int(client.info("server")["process_id"]) == redis_server.pid  # never flush someone else's
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No MSGRELAY_* variable or ./msgrelay.toml from the developer's shell leaks into a test."""
+    for var in list(os.environ):
+        if var.startswith("MSGRELAY_") and var != "MSGRELAY_REDIS_SERVER":
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    """``make_settings("lists", consumer={"batch_size": 10})`` -> Settings for our server and a temp log dir."""
+
+    def make(transport: str = "streams", **sections: dict[str, Any]) -> Settings:
+        consumer = {"log_dir": tmp_path / "logs", **sections.pop("consumer", {})}
+        overrides = {"redis": {"url": redis_url}, "queue": {"transport": transport}, "consumer": consumer}
+        for section, values in sections.items():
+            overrides.setdefault(section, {}).update(values)
+        return load_settings(None, overrides)
+
+    return make
+
+
+@pytest.fixture
+def run_cli(redis_url: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``msgrelay ARGS`` as a real process against our server (``--redis-url`` is added unless given)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60, url: bool = True) -> subprocess.CompletedProcess[str]:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MSGRELAY_")}
+        full_env.update(env or {})
+        argv = [sys.executable, "-m", "msgrelay", *args]
+        if url and "--redis-url" not in args and args and args[0] not in ("--help", "--version"):
+            argv += ["--redis-url", redis_url]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path)
+
+    return run
