@@ -64,7 +64,7 @@ def transport_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
-    """``make_settings("lists", consumer={"batch_size": 10})`` -> Settings for our server and a temp log dir."""
+    """``make_settings("lists", consumer={"batch_size": 10})``: Settings for our server, a temp log dir."""
 
     def make(transport: str = "streams", **sections: dict[str, Any]) -> Settings:
         consumer = {"log_dir": tmp_path / "logs", **sections.pop("consumer", {})}
@@ -80,12 +80,15 @@ def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
 def run_cli(redis_url: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``msgrelay ARGS`` as a real process against our server (``--redis-url`` is added unless given)."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60, url: bool = True) -> subprocess.CompletedProcess[str]:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MSGRELAY_")}
-        full_env.update(env or {})
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 60, url: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}  # os.environ is already free of MSGRELAY_* settings
         argv = [sys.executable, "-m", "msgrelay", *args]
         if url and "--redis-url" not in args and args and args[0] not in ("--help", "--version"):
             argv += ["--redis-url", redis_url]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path, check=False
+        )
 
     return run

@@ -1,8 +1,8 @@
 """msgrelay: reliable, fast message processing on Redis.
 
-    from msgrelay import Producer, load_settings
-    with Producer.from_settings(load_settings()) as producer:
-        producer.send("ERROR", "disk full on /var", host="web-1")
+from msgrelay import Producer, load_settings
+with Producer.from_settings(load_settings()) as producer:
+    producer.send("ERROR", "disk full on /var", host="web-1")
 """
 
 from msgrelay.config import Settings, load_settings
@@ -44,6 +44,7 @@ __all__ = [
     "Producer",
     "Settings",
     "Sink",
+    "SinkError",
     "Totals",
     "__version__",
     "load_settings",

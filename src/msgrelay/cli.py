@@ -59,7 +59,9 @@ app.add_typer(config_app, name="config")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file (default: ./msgrelay.toml).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML file (default: ./msgrelay.toml).")
+]
 RedisUrlOpt = Annotated[str | None, typer.Option("--redis-url", help="redis://, rediss:// or unix:// URL.")]
 TransportOpt = Annotated[str | None, typer.Option("--transport", "-t", help="streams (default) or lists.")]
 
@@ -78,7 +80,9 @@ def _settings(
 @app.command()
 def send(
     text: Annotated[str, typer.Argument(help="The message text.")],
-    msg_type: Annotated[str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")] = "INFO",
+    msg_type: Annotated[
+        str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
+    ] = "INFO",
     field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Extra field key=value.")] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
@@ -100,11 +104,17 @@ def _parse_field(item: str) -> tuple[str, str]:
 
 @app.command()
 def produce(
-    count: Annotated[int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")
+    ] = None,
     delay: Annotated[float | None, typer.Option("--delay", help="Seconds between messages.")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible messages.")] = None,
-    id_log: Annotated[Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")] = None,
+    id_log: Annotated[
+        Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
@@ -123,10 +133,18 @@ def produce(
 @app.command()
 def consume(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
-    batch_wait: Annotated[float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")] = None,
-    processing_delay: Annotated[float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")] = None,
-    block_timeout: Annotated[float | None, typer.Option("--block-timeout", help="Seconds one read waits.")] = None,
-    log_dir: Annotated[Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")] = None,
+    batch_wait: Annotated[
+        float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")
+    ] = None,
+    processing_delay: Annotated[
+        float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")
+    ] = None,
+    block_timeout: Annotated[
+        float | None, typer.Option("--block-timeout", help="Seconds one read waits.")
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")
+    ] = None,
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
     line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
@@ -154,7 +172,9 @@ def consume(
     cs = settings.consumer
     sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
     hooks = [] if quiet else [BatchReporter(out)]
-    consumer = Consumer(queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks)
+    consumer = Consumer(
+        queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks
+    )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: consumer.stop())
     out.print(
@@ -243,7 +263,7 @@ def exit_code_for(error: MsgrelayError) -> ExitCode:
 
 
 _HINTS: dict[ExitCode, str] = {
-    ExitCode.REDIS_UNAVAILABLE: "check that Redis is running and that --redis-url / MSGRELAY_REDIS__URL is right",
+    ExitCode.REDIS_UNAVAILABLE: "check that Redis is running and --redis-url / MSGRELAY_REDIS__URL",
     ExitCode.CONFIG_ERROR: "see `msgrelay config show` and the README's Configuration section",
 }
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import orjson
@@ -40,10 +40,16 @@ TS_KEYS: Final = ("ts", "timestamp", "time")
 ENVELOPE_KEYS: Final = frozenset(("id", "type", "text", "ts"))
 """The keys of our own wire format; a producer's extra fields may not use them."""
 MAX_ID_LENGTH: Final = 128
+MAX_NESTING: Final = 128
+"""Deepest nesting of objects and lists accepted; orjson cannot write back much deeper (254 levels)."""
+
+# A JSON string or number, to find integer literals orjson would silently turn into (lossy) floats.
+_STRING_OR_NUMBER = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+)(\.\d+)?([eE][+-]?\d+)?', re.DOTALL)
+_INT_RANGE: Final = range(-(2**63), 2**64)  # what orjson keeps as int
 
 # "ERROR: x", "[warn] x", "Critical - x", "ERROR x" (a bare word only when written in capitals).
 _TEXT_LEVEL = re.compile(
-    r"\s*(?:\[(?P<bracketed>[A-Za-z]{2,12})\]|(?P<word>[A-Za-z]{2,12})\s*(?::|\s-\s)|(?P<upper>[A-Z]{2,12})(?=\s))\s*"
+    r"\s*(?:\[(?P<bracketed>[A-Za-z]{2,13})\]|(?P<word>[A-Za-z]{2,13})\s*(?::|\s-\s)|(?P<upper>[A-Z]{2,13})(?=\s))\s*"
 )
 
 
@@ -87,6 +93,10 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         raise DecodeError("malformed_json", "nesting too deep", raw) from None
     if not isinstance(obj, dict):
         raise DecodeError("malformed_json", "not a JSON object", raw)
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
+        raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
+    if re.search(rb"\d{19}", raw) and _has_wide_int(raw):
+        raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
     fields: dict[str, JSONValue] = dict(obj)
     msg_id = fields.pop("id", None)
     text = _pop_first(fields, TEXT_KEYS)
@@ -102,6 +112,32 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         ts=_decode_ts(_pop_first(fields, TS_KEYS), raw),
         fields=fields,
     )
+
+
+def _too_deep(obj: JSONValue) -> bool:
+    """Whether objects and lists nest more than :data:`MAX_NESTING` levels (the message itself is level 1)."""
+    stack: list[tuple[JSONValue, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _has_wide_int(raw: bytes) -> bool:
+    """Whether the (valid) JSON holds an integer literal outside 64 bits (orjson reads it as a float)."""
+    for match in _STRING_OR_NUMBER.finditer(raw):
+        digits, fraction, exponent = match.groups()
+        if (
+            digits is not None
+            and not fraction
+            and not exponent
+            and (len(digits) > 21 or int(digits) not in _INT_RANGE)
+        ):
+            return True
+    return False
 
 
 def _pop_first(fields: dict[str, JSONValue], keys: tuple[str, ...]) -> JSONValue:
@@ -142,7 +178,9 @@ def _decode_ts(value: JSONValue, raw: bytes) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
+            parsed = datetime.fromisoformat(value)
+            # A time without an offset is read as UTC, never as this machine's local time.
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
         except ValueError:
             pass
     raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)

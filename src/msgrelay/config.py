@@ -20,6 +20,7 @@ Units are in the names: ``_s`` seconds, ``_bytes`` bytes.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -39,6 +40,8 @@ from msgrelay.errors import ConfigError
 
 ENV_PREFIX = "MSGRELAY_"
 CONFIG_ENV_VAR = "MSGRELAY_CONFIG"
+NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "MSGRELAY_REDIS_SERVER"})
+"""MSGRELAY_* variables that are not settings (the config file; the binary of msgrelay.redis_server)."""
 DEFAULT_CONFIG_FILE = Path("msgrelay.toml")
 
 _config_file: ContextVar[Path | None] = ContextVar("msgrelay_config_file", default=None)
@@ -58,7 +61,9 @@ class RedisSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
-    socket_timeout_s: float = Field(10.0, gt=0, description="per-command timeout; must exceed block_timeout_s")
+    socket_timeout_s: float = Field(
+        10.0, gt=0, description="per-command timeout; must exceed block_timeout_s"
+    )
     connect_timeout_s: float = Field(3.0, gt=0)
 
     def effective_url(self) -> str:
@@ -67,7 +72,9 @@ class RedisSettings(_Section):
             return self.url
         userinfo = ""
         if self.password is not None:
-            userinfo = f"{quote(self.username or '', safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
+            userinfo = (
+                f"{quote(self.username or '', safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
+            )
         elif self.username:
             userinfo = f"{quote(self.username, safe='')}@"
         scheme = "rediss" if self.tls else "redis"
@@ -149,7 +156,7 @@ def load_settings(
     """
     path = _resolve_config_file(config_file, os.environ)
     _reject_unknown_env(os.environ)
-    flags = {
+    flags: dict[str, Any] = {
         section: given
         for section, values in (overrides or {}).items()
         if (given := {key: value for key, value in values.items() if value is not None})
@@ -177,7 +184,7 @@ def _resolve_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path 
 def _reject_unknown_env(env: Mapping[str, str]) -> None:
     sections = {name: info.annotation for name, info in Settings.model_fields.items()}
     for var in env:
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV_VAR:
+        if not var.startswith(ENV_PREFIX) or var in NON_SETTING_ENV_VARS:
             continue
         section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
         model = sections.get(section)
@@ -197,16 +204,19 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     return "invalid configuration" + origin + ": " + "; ".join(problems)
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print and log."""
+    """The URL with its password (userinfo or ``?password=``) replaced by ``***``, safe to print and log."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc, query = parts.netloc, _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if parts.password is not None:
+        # Keep the host part exactly as written (IPv6 brackets, port); only the password changes.
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
@@ -216,6 +226,6 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     if redis.get("url"):
         redis["url"] = mask_url(redis["url"])
     if settings.redis.password is not None:
-        redis["password"] = "***"
+        redis["password"] = "***"  # noqa: S105 - the mask, not a password
     redis["effective_url"] = mask_url(settings.redis.effective_url())
     return data

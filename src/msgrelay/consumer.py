@@ -212,7 +212,9 @@ class Consumer:
         dead: list[DeadLetter] = []
         for delivery in deliveries:
             try:
-                messages.append(decode(delivery.raw, source_id=delivery.source_id, max_bytes=self.max_message_bytes))
+                messages.append(
+                    decode(delivery.raw, source_id=delivery.source_id, max_bytes=self.max_message_bytes)
+                )
             except DecodeError as exc:
                 dead.append(DeadLetter(delivery, exc.reason, exc.detail))
                 continue

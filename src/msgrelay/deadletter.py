@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from redis.typing import EncodableT, FieldT
+
 from msgrelay.message import Delivery
 
 OVERSIZE_PREVIEW_BYTES: Final = 1024
@@ -25,7 +27,7 @@ class DeadLetter:
     reason: str
     detail: str
 
-    def to_fields(self, *, origin: str, consumer: str) -> dict[bytes, bytes | str | int | float]:
+    def to_fields(self, *, origin: str, consumer: str) -> dict[FieldT, EncodableT]:
         raw = self.delivery.raw
         truncated = self.reason == "oversize" and len(raw) > OVERSIZE_PREVIEW_BYTES
         return {

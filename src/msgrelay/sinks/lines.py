@@ -52,9 +52,24 @@ def _iso(ts: float) -> str:
         return repr(ts)
 
 
+def _visible_surrogates(value: object) -> object:
+    """``value`` with every lone surrogate in its strings written as the visible text ``\\udXXX``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_visible_surrogates(key): _visible_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_visible_surrogates(item) for item in value]
+    return value
+
+
 def _safe_json(value: object) -> str:
     # orjson escapes C0 controls itself; the rest of the unsafe set becomes \uXXXX, which stays valid JSON.
-    return _UNSAFE.sub(_escape_json_char, orjson.dumps(value).decode())
+    try:
+        dumped = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # lone surrogates, which orjson refuses to write
+        dumped = orjson.dumps(_visible_surrogates(value))
+    return _UNSAFE.sub(_escape_json_char, dumped.decode())
 
 
 def text_line(message: Message) -> str:

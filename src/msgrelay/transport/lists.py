@@ -14,10 +14,12 @@ from typing import ClassVar
 from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import Stat
 from msgrelay.message import Delivery
-from msgrelay.transport.base import Transport, redis_errors
+from msgrelay.transport.base import Transport, raw_command, redis_errors
 
-# Move up to ARGV[1] entries from the tail of KEYS[1] to the head of KEYS[2], atomically, in one round trip.
+# Move up to ARGV[1] entries from the tail of KEYS[1] to the head of KEYS[2], atomically, in one round trip,
+# and register consumer ARGV[2] in the set KEYS[3] so that ``pending`` sees what it holds.
 _MOVE_BATCH = """
+redis.call('SADD', KEYS[3], ARGV[2])
 local moved = {}
 for i = 1, tonumber(ARGV[1]) do
   local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
@@ -47,20 +49,27 @@ class ListTransport(Transport):
         with redis_errors(self.url):
             self.client.sadd(self.keys.consumers(), consumer)
             # Oldest at the tail: read the last `count` entries and return them oldest first.
-            entries: list[bytes] = self.client.lrange(processing, -count, -1)
+            entries: list[bytes] = raw_command(self.client, "LRANGE", processing, -count, -1)
         return [Delivery(entry, entry, "", 2) for entry in reversed(entries)]
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         processing = self.keys.processing(consumer)
+        script_keys = (self.keys.queue, processing, self.keys.consumers())
         with redis_errors(self.url):
-            moved: list[bytes] = self.client.eval(_MOVE_BATCH, 2, self.keys.queue, processing, count)
+            moved: list[bytes] = raw_command(
+                self.client, "EVAL", _MOVE_BATCH, 3, *script_keys, count, consumer
+            )
             if not moved and block_s > 0:
-                first = self.client.blmove(self.keys.queue, processing, block_s, "RIGHT", "LEFT")
+                first = raw_command(
+                    self.client, "BLMOVE", self.keys.queue, processing, "RIGHT", "LEFT", block_s
+                )
                 if first is None:
                     return []
                 moved = [first]
                 if count > 1:
-                    moved += self.client.eval(_MOVE_BATCH, 2, self.keys.queue, processing, count - 1)
+                    moved += raw_command(
+                        self.client, "EVAL", _MOVE_BATCH, 3, *script_keys, count - 1, consumer
+                    )
         return [Delivery(entry, entry, "", 1) for entry in moved]
 
     def settle(
@@ -75,7 +84,7 @@ class ListTransport(Transport):
             pipe = self.client.pipeline(transaction=True)
             # LREM -1 removes exactly one copy, searching from the tail where the oldest entries sit.
             for delivery in [*written, *(letter.delivery for letter in dead)]:
-                pipe.lrem(processing, -1, delivery.handle)
+                raw_command(pipe, "LREM", processing, -1, delivery.handle)
             self._record_settlement(pipe, consumer, dead, type_counts)
             pipe.execute()
 
@@ -85,7 +94,8 @@ class ListTransport(Transport):
 
     def pending(self) -> dict[str, int]:
         with redis_errors(self.url):
-            consumers = sorted(name.decode() for name in self.client.smembers(self.keys.consumers()))
+            members: set[bytes] = raw_command(self.client, "SMEMBERS", self.keys.consumers())
+            consumers = sorted(name.decode() for name in members)
             pipe = self.client.pipeline(transaction=False)
             for name in consumers:
                 pipe.llen(self.keys.processing(name))

@@ -16,7 +16,7 @@ import redis
 from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, Stat
 from msgrelay.message import Delivery
-from msgrelay.transport.base import Transport, redis_errors
+from msgrelay.transport.base import Transport, raw_command, redis_errors
 
 StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -37,7 +37,7 @@ class StreamTransport(Transport):
         with redis_errors(self.url):
             pipe = self.client.pipeline(transaction=False)
             for payload in payloads:
-                pipe.execute_command("XADD", stream, "*", STREAM_PAYLOAD_FIELD, payload)
+                raw_command(pipe, "XADD", stream, "*", STREAM_PAYLOAD_FIELD, payload)
             pipe.hincrby(self.keys.stats(), Stat.PRODUCED, len(payloads))
             pipe.execute()
 
@@ -55,7 +55,9 @@ class StreamTransport(Transport):
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         return self._read(consumer, count, from_id=b">", block_s=block_s, attempt=1)
 
-    def _read(self, consumer: str, count: int, *, from_id: bytes, block_s: float, attempt: int) -> list[Delivery]:
+    def _read(
+        self, consumer: str, count: int, *, from_id: bytes, block_s: float, attempt: int
+    ) -> list[Delivery]:
         # BLOCK 0 would mean "forever": a non-blocking read leaves BLOCK out.
         block_ms = max(1, int(block_s * 1000)) if block_s > 0 else None
         with redis_errors(self.url):
@@ -129,4 +131,6 @@ def _payload(fields: dict[bytes, bytes]) -> bytes:
     payload = fields.get(STREAM_PAYLOAD_FIELD)
     if payload is not None and len(fields) == 1:
         return payload
-    return orjson.dumps({k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in fields.items()})
+    return orjson.dumps(
+        {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in fields.items()}
+    )

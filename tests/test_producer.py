@@ -1,0 +1,201 @@
+"""The producer library against a real Redis, for both transports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from msgrelay.config import Settings, load_settings
+from msgrelay.errors import BrokerConnectionError, MessageError, MessageTooLarge
+from msgrelay.keys import Stat
+from msgrelay.message import Message
+from msgrelay.producer import Producer
+from msgrelay.redis_server import free_tcp_port
+from msgrelay.transport import Transport, create_transport
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], transport_name: str) -> Settings:
+    return make_settings(transport_name, producer={"pipeline_size": 7}, queue={"max_message_bytes": 2048})
+
+
+@pytest.fixture
+def producer(settings: Settings) -> Iterator[Producer]:
+    with Producer.from_settings(settings) as producer:
+        yield producer
+
+
+@pytest.fixture
+def reader(settings: Settings) -> Iterator[Transport]:
+    """A separate connection reading what the producer stored."""
+    transport = create_transport(settings)
+    yield transport
+    transport.close()
+
+
+def stored(reader: Transport) -> list[dict[str, Any]]:
+    """Every stored message, oldest first, as the JSON object on the wire."""
+    return [orjson.loads(d.raw) for d in reader.fetch("reader", 10_000, 0)]
+
+
+def assert_nothing_sent(reader: Transport) -> None:
+    assert reader.backlog() == 0
+    assert Stat.PRODUCED not in reader.stats()
+
+
+def test_send_stores_the_message_and_returns_its_id(producer: Producer, reader: Transport) -> None:
+    msg_id = producer.send("error", "disk full", host="web1", code=28)
+
+    (wire,) = stored(reader)
+    assert wire["id"] == msg_id
+    assert (wire["type"], wire["text"], wire["host"], wire["code"]) == ("ERROR", "disk full", "web1", 28)
+    assert isinstance(wire["ts"], float)
+    assert reader.stats()[Stat.PRODUCED] == 1
+
+
+def test_send_returns_a_unique_id_per_message_even_across_producers(
+    producer: Producer, settings: Settings, reader: Transport
+) -> None:
+    with Producer.from_settings(settings) as other:
+        ids = [producer.send("info", "same text") for _ in range(30)]
+        ids += [other.send("info", "same text") for _ in range(30)]
+
+    assert len(set(ids)) == 60
+    assert [m["id"] for m in stored(reader)] == ids
+
+
+def test_send_many_pipelines_in_chunks_and_keeps_order(producer: Producer, reader: Transport) -> None:
+    chunks: list[int] = []
+    real_send = producer.transport.send
+
+    def counting_send(payloads: Sequence[bytes]) -> None:
+        chunks.append(len(payloads))
+        real_send(payloads)
+
+    producer.transport.send = counting_send  # type: ignore[method-assign]  # a spy; Redis is real
+
+    ids = producer.send_many([("info", f"message {i}", {"n": i}) for i in range(50)])
+
+    assert chunks == [7] * 7 + [1]  # one round trip per pipeline_size messages
+    assert len(ids) == len(set(ids)) == 50
+    wire = stored(reader)
+    assert [m["id"] for m in wire] == ids
+    assert [m["n"] for m in wire] == list(range(50))
+    assert reader.stats()[Stat.PRODUCED] == 50
+
+
+def test_send_many_accepts_ready_messages_and_two_tuples(producer: Producer, reader: Transport) -> None:
+    ready = Message(id="my-own-id", type="DEBUG", text="prebuilt", ts=1.5, fields={"k": "v"})
+
+    ids = producer.send_many([ready, ("warning", "pair")])
+
+    assert ids[0] == "my-own-id"
+    wire = stored(reader)
+    assert wire[0] == {"id": "my-own-id", "type": "DEBUG", "text": "prebuilt", "ts": 1.5, "k": "v"}
+    assert (wire[1]["id"], wire[1]["type"], wire[1]["text"]) == (ids[1], "WARNING", "pair")
+
+
+def test_unknown_type_raises_before_anything_is_sent(producer: Producer, reader: Transport) -> None:
+    with pytest.raises(MessageError, match="nonsense"):
+        producer.send_many([("info", "fine"), *[("info", "x")] * 20, ("nonsense", "bad")])
+
+    assert_nothing_sent(reader)
+
+
+@pytest.mark.parametrize("reserved", ["id", "ts", "type"])
+def test_field_named_like_the_envelope_raises_and_sends_nothing(
+    producer: Producer, reader: Transport, reserved: str
+) -> None:
+    with pytest.raises(MessageError, match=reserved):
+        producer.send("info", "x", **{reserved: "mine"})
+
+    assert_nothing_sent(reader)
+
+
+def test_text_field_clash_raises(producer: Producer, reader: Transport) -> None:
+    with pytest.raises(MessageError, match="text"):
+        producer.send_many([("info", "x", {"text": "other"})])
+
+    assert_nothing_sent(reader)
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes", complex(1, 2)])
+def test_field_that_is_not_json_serialisable_raises_message_error(
+    producer: Producer, reader: Transport, value: object
+) -> None:
+    with pytest.raises(MessageError, match="not JSON-serialisable"):
+        producer.send_many([("info", "ok"), ("info", "x", {"payload": value})])
+
+    assert_nothing_sent(reader)
+
+
+def test_non_string_text_raises_message_error(producer: Producer, reader: Transport) -> None:
+    with pytest.raises(MessageError):
+        producer.send("info", 42)  # type: ignore[arg-type]
+
+    assert_nothing_sent(reader)
+
+
+def test_oversize_message_raises_message_too_large_and_sends_nothing(
+    producer: Producer, reader: Transport
+) -> None:
+    with pytest.raises(MessageTooLarge) as caught:
+        producer.send_many([("info", "small"), ("info", "x" * 5000)])
+
+    assert caught.value.limit == 2048
+    assert caught.value.size > 5000
+    assert isinstance(caught.value, MessageError)  # one except clause catches every bad message
+    assert_nothing_sent(reader)
+
+
+def test_message_just_under_the_limit_is_sent(producer: Producer, reader: Transport) -> None:
+    producer.send("info", "x" * 1500)
+    assert len(stored(reader)) == 1
+
+
+@pytest.mark.parametrize(
+    ("word", "canonical", "level"),
+    [
+        ("warn", "WARNING", "warn"),
+        ("critical", "ERROR", "critical"),
+        ("Fatal", "ERROR", "fatal"),
+        ("trace", "DEBUG", "trace"),
+        ("WARNING", "WARNING", None),
+        ("info", "INFO", None),
+    ],
+)
+def test_level_synonyms_are_sent_as_the_canonical_type_with_the_word_kept(
+    producer: Producer, reader: Transport, word: str, canonical: str, level: str | None
+) -> None:
+    producer.send(word, "x")
+
+    (wire,) = stored(reader)
+    assert wire["type"] == canonical
+    assert wire.get("level") == level
+
+
+def test_explicit_level_field_is_not_overwritten_by_the_synonym(
+    producer: Producer, reader: Transport
+) -> None:
+    producer.send("crit", "x", level="sev2")
+
+    (wire,) = stored(reader)
+    assert (wire["type"], wire["level"]) == ("ERROR", "sev2")
+
+
+def test_from_settings_against_an_unreachable_server_raises_with_the_password_masked() -> None:
+    port = free_tcp_port()  # nobody listens there
+    settings = load_settings(
+        overrides={"redis": {"url": f"redis://:s3cret-pw@127.0.0.1:{port}/0", "connect_timeout_s": 1.0}}
+    )
+
+    with pytest.raises(BrokerConnectionError) as caught:
+        Producer.from_settings(settings)
+
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert f"redis://:***@127.0.0.1:{port}/0" in message
+    assert "s3cret-pw" not in caught.value.url
