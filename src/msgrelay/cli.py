@@ -56,7 +56,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # one record per line, whatever the width
 err = Console(stderr=True, highlight=False)
 
 ConfigOpt = Annotated[
