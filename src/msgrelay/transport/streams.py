@@ -20,6 +20,9 @@ from msgrelay.transport.base import Transport, raw_command, redis_errors
 
 StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 
+BACKLOG_SCAN_LIMIT = 100_000
+"""On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
+
 
 class StreamTransport(Transport):
     """A stream key plus a consumer group."""
@@ -113,9 +116,23 @@ class StreamTransport(Transport):
         for group in groups:
             if group["name"] == self.group.encode():
                 lag = group.get("lag")
-                return None if lag is None else int(lag)
+                return self._count_after(group["last-delivered-id"]) if lag is None else int(lag)
         with redis_errors(self.url):
             return int(self.client.xlen(self.keys.queue))  # no group yet: everything is backlog
+
+    def _count_after(self, last_delivered: bytes) -> int | None:
+        """Redis < 7 has no group lag: count undelivered entries, up to BACKLOG_SCAN_LIMIT (else None)."""
+        with redis_errors(self.url):
+            entries = raw_command(
+                self.client,
+                "XRANGE",
+                self.keys.queue,
+                b"(" + last_delivered,
+                "+",
+                "COUNT",
+                BACKLOG_SCAN_LIMIT + 1,
+            )
+        return len(entries) if len(entries) <= BACKLOG_SCAN_LIMIT else None
 
     def pending(self) -> dict[str, int]:
         with redis_errors(self.url):
