@@ -92,7 +92,7 @@ def send(
     settings = _settings(config, redis_url, transport)
     fields = dict(_parse_field(item) for item in field or [])
     with Producer.from_settings(settings) as producer:
-        out.print(producer.send(msg_type, text, **fields))
+        out.print(producer.send(msg_type, text, **fields), markup=False)
 
 
 def _parse_field(item: str) -> tuple[str, str]:
@@ -127,7 +127,10 @@ def produce(
     settings = _settings(config, redis_url, transport, producer=producer_flags)
     with Producer.from_settings(settings) as producer:
         sent = run_generator(producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet)
-    out.print(f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}")
+    out.print(
+        f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}",
+        markup=False,
+    )
 
 
 @app.command()
@@ -171,7 +174,8 @@ def consume(
     queue_transport = create_transport(settings)
     cs = settings.consumer
     sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
-    hooks = [] if quiet else [BatchReporter(out)]
+    reporter = None if quiet else BatchReporter(out)
+    hooks = [] if reporter is None else [reporter]
     consumer = Consumer(
         queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks
     )
@@ -179,13 +183,16 @@ def consume(
         signal.signal(signum, lambda *_: consumer.stop())
     out.print(
         f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
-        f"into {sink.log_dir}" + (" (burst)" if burst else "")
+        f"into {sink.log_dir}" + (" (burst)" if burst else ""),
+        markup=False,  # names and paths are data: "w[/x]" must print as typed, not crash
     )
     try:
         totals = consumer.run(burst=burst)
     finally:
         sink.close()
         queue_transport.close()
+    if reporter is not None:
+        reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from msgrelay.consumer import BatchResult, ConsumerHook, Totals
@@ -30,6 +31,11 @@ class BatchReporter(ConsumerHook):
         if now - self._last_print >= self.interval_s:
             self._flush(totals)
             self._last_print = now
+
+    def finish(self, totals: Totals) -> None:
+        """Print the batches not reported yet (the last ones of a run), so the lines cover every batch."""
+        if self._pending:
+            self._flush(totals)
 
     def _flush(self, totals: Totals) -> None:
         batches = self._pending
@@ -66,7 +72,8 @@ def print_totals(console: Console, totals: Totals, *, stopped_by_signal: bool) -
 
 
 def print_stats(console: Console, stats: QueueStats) -> None:
-    table = Table(title=f"msgrelay {stats.transport} queue {stats.queue!r}", show_header=False)
+    # Queue and consumer names are data, never markup: "w[/x]" is shown as typed instead of crashing.
+    table = Table(title=escape(f"msgrelay {stats.transport} queue {stats.queue!r}"), show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("produced", f"{stats.produced:,}")
@@ -78,6 +85,6 @@ def print_stats(console: Console, stats: QueueStats) -> None:
     table.add_row("dead-letter store (all queues)", f"{stats.dead_letter_store:,}")
     table.add_row("batches", f"{stats.batches:,}")
     for name, pending in stats.pending_by_consumer.items():
-        table.add_row(f"pending: {name}", f"{pending:,}")
+        table.add_row(escape(f"pending: {name}"), f"{pending:,}")
     table.add_row("redis used memory", stats.redis_used_memory_human)
     console.print(table)
