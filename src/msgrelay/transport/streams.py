@@ -14,7 +14,7 @@ import orjson
 import redis
 
 from msgrelay.deadletter import DeadLetter
-from msgrelay.keys import STREAM_PAYLOAD_FIELD, Stat
+from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
@@ -29,7 +29,7 @@ class StreamTransport(Transport):
 
     name: ClassVar[str] = "streams"
 
-    def __init__(self, client: redis.Redis, keys: Any, *, url: str, group: str) -> None:
+    def __init__(self, client: redis.Redis, keys: KeySchema, *, url: str, group: str) -> None:
         super().__init__(client, keys, url=url)
         self.group = group
 
