@@ -90,6 +90,9 @@ class QueueSettings(_Section):
     buffer_key: str = Field("message_buffer", min_length=1, description="list key (lists transport)")
     namespace: str = Field("msgrelay", min_length=1, description="prefix of every other key msgrelay owns")
     max_message_bytes: int = Field(64 * 1024, gt=0, description="larger entries are dead-lettered")
+    trim_interval_s: float = Field(
+        10.0, ge=0, description="how often a consumer trims settled entries off the stream (MINID); 0 = never"
+    )
 
 
 class ProducerSettings(_Section):
@@ -112,6 +115,35 @@ class ConsumerSettings(_Section):
     fsync: bool = Field(False, description="fsync each file after each batch, before the ack")
     line_format: Literal["text", "json"] = "text"
     consumer_name: str | None = Field(None, description="defaults to <hostname>-<pid>")
+    claim_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="entries held this long by a silent consumer are taken over by a live one "
+        "(streams: XAUTOCLAIM min-idle; lists: heartbeat TTL); must exceed the longest batch",
+    )
+    max_deliveries: int = Field(
+        5, ge=1, description="an entry delivered this many times without success is dead-lettered"
+    )
+    retry_backoff_s: float = Field(1.0, gt=0, description="first delay before a failed message is retried")
+    retry_backoff_cap_s: float = Field(60.0, gt=0, description="longest delay between retries of a message")
+    delivery: Literal["at_least_once", "effectively_once"] = Field(
+        "at_least_once",
+        description="effectively_once: a killed consumer leaves no duplicate line in the log files "
+        "(batch offsets journaled in Redis before each write)",
+    )
+    unsafe_redis: Literal["warn", "refuse"] = Field(
+        "warn",
+        description="what to do on start when Redis may evict queue data or persists nothing",
+    )
+
+
+class DeadLetterSettings(_Section):
+    """The dead-letter stream ``<namespace>:dlq``: how long entries are kept."""
+
+    retention_s: float = Field(
+        14 * 24 * 3600.0, ge=0, description="dead letters older than this are trimmed; 0 = keep forever"
+    )
+    max_entries: int = Field(0, ge=0, description="keep at most this many dead letters; 0 = no limit")
 
 
 class Settings(BaseSettings):
@@ -128,6 +160,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     producer: ProducerSettings = ProducerSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    deadletter: DeadLetterSettings = DeadLetterSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -8,9 +8,18 @@ key                                             type    what
 ``<buffer_key>`` (default ``message_buffer``)   list    log messages, LPUSH at the head (lists transport)
 ``<ns>:processing:<buffer_key>:<consumer>``     list    entries a lists consumer holds until written
 ``<ns>:consumers:<buffer_key>``                 set     names of lists consumers (for stats and recovery)
+``<ns>:heartbeat:<buffer_key>:<consumer>``      string  a live lists consumer; expires claim_idle_s after
+                                                        its last beat (the reaper then requeues its list)
+``<ns>:deliveries:<buffer_key>``                hash    lists: sha1(entry) -> deliveries so far, only for
+                                                        entries delivered more than once
+``<ns>:retry:<queue key>``                      zset    messages whose processing failed, scored by the
+                                                        time (ms) of their next attempt
+``<ns>:journal:<queue key>``                    hash    effectively-once files: consumer -> the batch it
+                                                        is writing (files, offsets, entry handles)
 ``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin
 ``<ns>:stats:<queue key>``                      hash    counters: produced, processed, dead_lettered,
-                                                        processed:<TYPE>, batches, batches_failed
+                                                        processed:<TYPE>, batches, batches_failed,
+                                                        reclaimed, retried, dlq_replayed, dlq_purged
 ==============================================  ======  =====================================================
 
 ``<ns>`` is ``queue.namespace`` (default ``msgrelay``). The stream and list keys are user-chosen so that
@@ -45,6 +54,18 @@ class KeySchema:
     def consumers(self) -> str:
         return f"{self.namespace}:consumers:{self.queue}"
 
+    def heartbeat(self, consumer: str) -> str:
+        return f"{self.namespace}:heartbeat:{self.queue}:{consumer}"
+
+    def deliveries(self) -> str:
+        return f"{self.namespace}:deliveries:{self.queue}"
+
+    def retry(self) -> str:
+        return f"{self.namespace}:retry:{self.queue}"
+
+    def journal(self) -> str:
+        return f"{self.namespace}:journal:{self.queue}"
+
 
 class Stat:
     """Field names in the stats hash."""
@@ -54,6 +75,10 @@ class Stat:
     DEAD_LETTERED: Final = "dead_lettered"
     BATCHES: Final = "batches"
     BATCHES_FAILED: Final = "batches_failed"
+    RECLAIMED: Final = "reclaimed"
+    RETRIED: Final = "retried"
+    DLQ_REPLAYED: Final = "dlq_replayed"
+    DLQ_PURGED: Final = "dlq_purged"
 
     @staticmethod
     def processed_type(msg_type: str) -> str:
