@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 import redis
-from redis.typing import EncodableT
+from redis.typing import StreamIdT
 
 from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
@@ -106,7 +106,7 @@ class StreamTransport(Transport):
     def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        ids: list[EncodableT] = [d.handle for d in deliveries]
+        ids: list[StreamIdT] = [d.handle for d in deliveries]
         with redis_errors(self.url):
             # XCLAIM ... JUSTID resets the idle time without counting a delivery.
             self.client.xclaim(self.keys.queue, self.group, consumer, 0, ids, justid=True)
