@@ -74,4 +74,12 @@ class DecodeError(MessageError):
 
 
 class SinkError(MsgrelayError):
-    """A sink could not durably write a batch; the batch must not be acknowledged."""
+    """A sink could not durably write (part of) a batch; those messages must not be acknowledged.
+
+    ``failed_types`` names the message types whose lines are not durably written; empty means the whole
+    batch. Lines of every other type were written and may be acknowledged.
+    """
+
+    def __init__(self, message: str, *, failed_types: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.failed_types = failed_types

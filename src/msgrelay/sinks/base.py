@@ -17,6 +17,16 @@ class Sink(Protocol):
     be in a file by then: a failed batch can leave duplicates, never a gap.
     """
 
-    def write_batch(self, messages: Sequence[Message]) -> None: ...
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        """Write the batch; returns ``(index, error)`` of messages it rejected (retried later)."""
+        ...
+
+    def already_written(self, handles: Sequence[bytes]) -> set[bytes]:
+        """Handles of recovered entries a crashed write already put on disk (effectively-once mode)."""
+        ...
+
+    def settled(self) -> None:
+        """The last batch was acknowledged."""
+        ...
 
     def close(self) -> None: ...

@@ -38,12 +38,21 @@ class LogFileSink:
         """The file of a type. ``KeyError`` for anything outside the fixed table."""
         return self.log_dir / TYPE_FILES[msg_type]
 
-    def write_batch(self, messages: Sequence[Message]) -> None:
+    def write_batch(
+        self, messages: Sequence[Message], handles: Sequence[bytes] = ()
+    ) -> list[tuple[int, str]]:
         chunks: dict[str, list[str]] = {}
         for message in messages:
             chunks.setdefault(message.type, []).append(self._format(message))
         for msg_type, lines in chunks.items():
             self._append(msg_type, "".join(lines).encode("utf-8"))
+        return []
+
+    def already_written(self, handles: Sequence[bytes]) -> set[bytes]:
+        return set()
+
+    def settled(self) -> None:
+        """Nothing to do in at-least-once mode."""
 
     def _append(self, msg_type: str, data: bytes) -> None:
         path = self.path_for(msg_type)
