@@ -601,6 +601,8 @@ def test_cli_replay_by_reason_and_type(
         ("replay", "1-1", "--all"),
         ("replay", "1-1", "--type", "ERROR"),
         ("replay", "not-an-id"),
+        ("show", "\u0661-\u0661"),  # digits, but not ASCII ones
+        ("show", "99999999999999999999-0"),  # over 64 bits
         ("purge", "--yes"),
         ("purge", "--all", "--older-than", "5", "--yes"),
         ("purge", "--older-than", "-1", "--yes"),

@@ -238,7 +238,7 @@ TypeFilterOpt = Annotated[
 ]
 EntryIdsArg = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[ID]...", help="Dead-letter ids (<ms>-<seq>).", show_default=False),
+    typer.Argument(metavar="ID", help="Dead-letter ids (<ms>-<seq>).", show_default=False),
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
 
@@ -368,7 +368,8 @@ def dlq_purge(
     everything: AllOpt = False,
     reason: ReasonOpt = None,
     older_than: Annotated[
-        float | None, typer.Option("--older-than", min=0, help="Only dead letters older than SECONDS.")
+        float | None,
+        typer.Option("--older-than", min=0, metavar="SECONDS", help="Only dead letters older than SECONDS."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     config: ConfigOpt = None,

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import redis
 
@@ -26,12 +26,14 @@ from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.levels import normalize_level
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
+QueueTransport = Literal["streams", "lists"]
+
 PAGE_SIZE: Final = 500
 """Entries read, replayed or purged per round trip."""
 
 DEFAULT_LIST_LIMIT: Final = 100
 
-_ENTRY_ID: Final = re.compile(r"\d{1,20}-\d{1,20}")
+_ENTRY_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 """A full stream id; a bare ``<ms>`` would select a whole millisecond of entries."""
 
 # One page of the store KEYS[1] from ARGV[1] to ARGV[2] (XRANGE bounds), at most ARGV[3] entries, as
@@ -169,7 +171,12 @@ class DeadLetterStore:
     """
 
     def __init__(
-        self, client: redis.Redis, keys: KeySchema, *, url: str, new_queue_transport: str = "streams"
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        url: str,
+        new_queue_transport: QueueTransport = "streams",
     ) -> None:
         self.client = client
         self.keys = keys
@@ -180,7 +187,8 @@ class DeadLetterStore:
     @classmethod
     def from_transport(cls, transport: Transport) -> DeadLetterStore:
         """The store next to ``transport``'s queue, sharing its connection."""
-        return cls(transport.client, transport.keys, url=transport.url, new_queue_transport=transport.name)
+        kind: QueueTransport = "lists" if transport.name == "lists" else "streams"
+        return cls(transport.client, transport.keys, url=transport.url, new_queue_transport=kind)
 
     def close(self) -> None:
         self.client.close()
@@ -232,7 +240,9 @@ class DeadLetterStore:
     def replay(self, selection: Selection, *, dry_run: bool = False) -> ReplayResult:
         """Put the selected dead letters back on their origin queues, each atomically leaving the store.
 
-        Counts ``dlq_replayed`` in each origin queue's stats. Truncated (oversize) entries are refused.
+        Counts ``dlq_replayed`` in each origin queue's stats. Truncated (oversize) entries are refused. A dry
+        run reads the store only: an origin key that has since become neither a stream nor a list is found
+        out by the real replay alone.
         """
         tally: Counter[str] = Counter()
         for heads, missing in self._select(selection):
