@@ -191,7 +191,7 @@ class StreamTransport(Transport):
             if not groups:
                 return  # nobody has read anything yet: everything is undelivered
             ms, seq = min(_needed_from(self.client, self.keys.queue, group) for group in groups)
-            raw_command(self.client, "XTRIM", self.keys.queue, "MINID", "~", f"{ms}-{seq}")
+            raw_command(self.client, "XTRIM", self.keys.queue, "MINID", f"{ms}-{seq}")
 
     def backlog(self) -> int | None:
         with redis_errors(self.url):
