@@ -34,11 +34,13 @@ from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
 from msgrelay.errors import BrokerConnectionError, BrokerTimeoutError, DecodeError, SinkError
 from msgrelay.message import Delivery, Message
-from msgrelay.retries import RetryPolicy, RetryRecord
+from msgrelay.retries import Backoff, RetryPolicy, RetryRecord
 from msgrelay.sinks.base import Sink
 from msgrelay.transport.base import Transport
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BURST_MAX_FAILURES", "Backoff", "BatchResult", "Consumer", "ConsumerHook", "Totals"]
 
 BURST_MAX_FAILURES = 5
 """In burst mode, give up (raise) after this many consecutive failed attempts at one batch."""
@@ -103,17 +105,6 @@ class ConsumerHook:
 
     def on_maintenance(self) -> None:
         """Called every maintenance turn (about once a second): a place for housekeeping."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff, pure: ``delay(n)`` for the n-th consecutive failure (n >= 1)."""
-
-    base_s: float = 0.1
-    cap_s: float = 5.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap_s, self.base_s * 2 ** min(failures - 1, 64)))
 
 
 def default_consumer_name() -> str:
