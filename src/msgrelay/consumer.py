@@ -176,7 +176,7 @@ class Consumer:
                 self._maintain()
                 if self._retry_held_if_due(burst):
                     continue
-                deliveries = self.transport.recover(self.name, self.settings.batch_size) if recovering else []
+                deliveries = self._recover() if recovering else []
                 recovered = bool(deliveries)
                 if not deliveries:
                     recovering = False
@@ -198,6 +198,14 @@ class Consumer:
                 break
         self._leave()
         return self.totals
+
+    def _recover(self) -> list[Delivery]:
+        """What this consumer name holds from an earlier run or a lost reply, except lines held in memory."""
+        batch = self.transport.recover(self.name, self.settings.batch_size + len(self._held))
+        if self._held:
+            in_memory = {delivery.handle for delivery, _ in self._held}
+            batch = [delivery for delivery in batch if delivery.handle not in in_memory]
+        return batch[: self.settings.batch_size]
 
     def _maintain(self) -> None:
         """Housekeeping at most every ``maintenance_interval_s``: liveness, reaper, due retries, trimming."""
@@ -366,8 +374,8 @@ class Consumer:
             raise SinkError(
                 f"gave up after {self.totals.failed_attempts} failed writes; nothing acknowledged"
             )
+        self.transport.touch(self.name, [delivery for delivery, _ in self._held])
         held, self._held, self._held_types = self._held, [], set()
-        self.transport.touch(self.name, [delivery for delivery, _ in held])
         started = time.monotonic()
         triage = _Triage(to_write=held)
         self._write(triage)
