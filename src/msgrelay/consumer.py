@@ -271,7 +271,7 @@ class Consumer:
     def process(self, deliveries: Sequence[Delivery], *, recovered: bool = False) -> BatchResult:
         """Triage, write and settle one batch. Raises if it could not be settled (nothing acknowledged)."""
         started = time.monotonic()
-        triage = self._triage(deliveries, recovered=recovered)
+        triage = self._triage(deliveries)
         self._write(triage)
         self._settle(triage)
         return BatchResult(
@@ -284,7 +284,7 @@ class Consumer:
             held=len(triage.held),
         )
 
-    def _triage(self, deliveries: Sequence[Delivery], *, recovered: bool) -> _Triage:
+    def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
         triage = _Triage()
         for delivery in deliveries:
             if delivery.attempt > self.retry_policy.max_deliveries:
@@ -305,13 +305,15 @@ class Consumer:
                 triage.held.append((delivery, message))  # its file is failing: wait with the others
             else:
                 triage.to_write.append((delivery, message))
-        if recovered and triage.to_write:
-            self._skip_already_written(triage)
+        self._skip_already_written(triage)
         return triage
 
     def _skip_already_written(self, triage: _Triage) -> None:
-        """Effectively-once files: recovered entries a crashed write already put on disk are only acked."""
-        done = self.sink.already_written([delivery.handle for delivery, _ in triage.to_write])
+        """Effectively-once files: redelivered entries a crashed write already put on disk are only acked."""
+        redelivered = [delivery.handle for delivery, _ in triage.to_write if delivery.attempt > 1]
+        if not redelivered:
+            return
+        done = self.sink.already_written(redelivered)
         if done:
             triage.written += [pair for pair in triage.to_write if pair[0].handle in done]
             triage.to_write = [pair for pair in triage.to_write if pair[0].handle not in done]
