@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -30,6 +31,7 @@ from msgrelay.errors import (
     MessageError,
     MsgrelayError,
     SinkError,
+    UnsafeRedisError,
 )
 from msgrelay.monitor import collect_stats
 from msgrelay.producer import Producer
@@ -41,7 +43,9 @@ from msgrelay.reporting import (
     print_stats,
     print_totals,
 )
+from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
+from msgrelay.transport.base import Transport
 from msgrelay.transport.connection import create_transport
 
 
@@ -54,6 +58,7 @@ class ExitCode(IntEnum):
     REDIS_ERROR = 5
     SINK_FAILED = 6
     INVALID_MESSAGE = 7
+    UNSAFE_REDIS = 8
     INTERRUPTED = 130
 
 
@@ -162,6 +167,17 @@ def consume(
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
     line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    claim_idle: Annotated[
+        float | None,
+        typer.Option("--claim-idle", help="Seconds before a silent consumer's entries are taken over."),
+    ] = None,
+    max_deliveries: Annotated[
+        int | None, typer.Option("--max-deliveries", help="Deliveries before an entry is dead-lettered.")
+    ] = None,
+    delivery: Annotated[
+        str | None,
+        typer.Option("--delivery", help="at_least_once (default) or effectively_once (no duplicate line)."),
+    ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
     config: ConfigOpt = None,
@@ -178,20 +194,33 @@ def consume(
         "fsync": fsync,
         "line_format": line_format,
         "consumer_name": name,
+        "claim_idle_s": claim_idle,
+        "max_deliveries": max_deliveries,
+        "delivery": delivery,
     }
+    stop_requested = threading.Event()  # a signal during start-up: stop before taking any work
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     settings = _settings(config, redis_url, transport, consumer=consumer_flags)
-    if settings.redis.socket_timeout_s <= settings.consumer.block_timeout_s:
-        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    _check_timeouts(settings)
     queue_transport = create_transport(settings)
+    _check_server(queue_transport, settings)
     cs = settings.consumer
     sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
     reporter = None if quiet else BatchReporter(out)
     hooks = [] if reporter is None else [reporter]
     consumer = Consumer(
-        queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks
+        queue_transport,
+        sink,
+        cs,
+        max_message_bytes=settings.queue.max_message_bytes,
+        hooks=hooks,
+        trim_interval_s=settings.queue.trim_interval_s,
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: consumer.stop())
+    if stop_requested.is_set():
+        consumer.stop()
     out.print(
         f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
         f"into {sink.log_dir}" + (" (burst)" if burst else ""),
@@ -205,6 +234,29 @@ def consume(
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
+
+
+def _check_timeouts(settings: Settings) -> None:
+    cs = settings.consumer
+    if settings.redis.socket_timeout_s <= cs.block_timeout_s:
+        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    if cs.claim_idle_s <= cs.block_timeout_s:
+        raise ConfigError(
+            "consumer.claim_idle_s must be larger than consumer.block_timeout_s, or live consumers "
+            "would look dead to each other"
+        )
+
+
+def _check_server(queue_transport: Transport, settings: Settings) -> None:
+    """Warn loudly (or refuse) when Redis may evict or forget queue data."""
+    problems = unsafe_settings(queue_transport.client, queue_transport.url)
+    if not problems:
+        return
+    if settings.consumer.unsafe_redis == "refuse":
+        queue_transport.close()
+        raise UnsafeRedisError("unsafe Redis settings: " + "; ".join(problems))
+    for problem in problems:
+        err.print(f"WARNING: {problem}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -442,18 +494,20 @@ def _root(
     """Reliable, fast message processing on Redis."""
 
 
+_EXIT_CODES: tuple[tuple[type[MsgrelayError], ExitCode], ...] = (
+    (ConfigError, ExitCode.CONFIG_ERROR),
+    (UnsafeRedisError, ExitCode.UNSAFE_REDIS),
+    (BrokerConnectionError, ExitCode.REDIS_UNAVAILABLE),
+    (BrokerTimeoutError, ExitCode.REDIS_UNAVAILABLE),
+    (BrokerError, ExitCode.REDIS_ERROR),
+    (SinkError, ExitCode.SINK_FAILED),
+    (MessageError, ExitCode.INVALID_MESSAGE),
+)
+"""The first class that matches decides (subclasses before their parents)."""
+
+
 def exit_code_for(error: MsgrelayError) -> ExitCode:
-    if isinstance(error, ConfigError):
-        return ExitCode.CONFIG_ERROR
-    if isinstance(error, BrokerConnectionError | BrokerTimeoutError):
-        return ExitCode.REDIS_UNAVAILABLE
-    if isinstance(error, BrokerError):
-        return ExitCode.REDIS_ERROR
-    if isinstance(error, SinkError):
-        return ExitCode.SINK_FAILED
-    if isinstance(error, MessageError):
-        return ExitCode.INVALID_MESSAGE
-    return ExitCode.FAILURE
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), ExitCode.FAILURE)
 
 
 _HINTS: dict[ExitCode, str] = {
