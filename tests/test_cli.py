@@ -209,12 +209,12 @@ def test_two_consumers_in_parallel_share_the_backlog_and_never_write_an_id_twice
     run_cli: RunCli, spawn_cli: SpawnCli, transport_name: str, tmp_path: Path
 ) -> None:
     # Given: a backlog big enough that both consumers are still draining when the second one starts
-    # (200 batches with a 10 ms pause each take one consumer alone at least 2 s)
+    # (200 batches with a 30 ms pause each take one consumer alone at least 6 s)
     _produce(run_cli, transport_name, 20000, "--id-log", "ids.txt")
     ledger = _ledger(tmp_path / "ids.txt")
 
     # When: two burst consumers start at the same time, writing into the same folder
-    common = ("consume", "--burst", "-b", "100", "--processing-delay", "0.01", "--log-dir", "logs",
+    common = ("consume", "--burst", "-b", "100", "--processing-delay", "0.03", "--log-dir", "logs",
               "-t", transport_name)  # fmt: skip
     consumers = {name: spawn_cli(*common, "--name", name) for name in ("a", "b")}
     outputs = {name: process.communicate(timeout=60) for name, process in consumers.items()}

@@ -21,8 +21,16 @@ from rich.console import Console
 
 from msgrelay import __version__
 from msgrelay.config import Settings, load_settings, masked_dump
-from msgrelay.consumer import Consumer
-from msgrelay.dlq import ALL, DeadLetterFilter, DeadLetterStore, ReplayResult, Selection, is_entry_id
+from msgrelay.consumer import Consumer, ConsumerHook
+from msgrelay.dlq import (
+    ALL,
+    DeadLetterFilter,
+    DeadLetterRetention,
+    DeadLetterStore,
+    ReplayResult,
+    Selection,
+    is_entry_id,
+)
 from msgrelay.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -208,7 +216,8 @@ def consume(
     cs = settings.consumer
     sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
     reporter = None if quiet else BatchReporter(out)
-    hooks = [] if reporter is None else [reporter]
+    retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
+    hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
     consumer = Consumer(
         queue_transport,
         sink,

@@ -353,7 +353,8 @@ class Consumer:
     def _dead_letter(
         self, delivery: Delivery, reason: str, detail: str, message: Message | None = None
     ) -> DeadLetter:
-        return DeadLetter(delivery, reason, f"{detail} (attempt {delivery.attempt})"[:1000])
+        msg_type = message.type if message is not None else ""
+        return DeadLetter(delivery, reason, f"{detail} (attempt {delivery.attempt})"[:1000], msg_type)
 
     # --- lines whose file is failing ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Final, Literal, NamedTuple
 
 import redis
 
+from msgrelay.config import DeadLetterSettings
+from msgrelay.consumer import ConsumerHook
 from msgrelay.deadletter import DeadLetterEntry
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.levels import normalize_level
@@ -386,3 +389,21 @@ def _matcher(where: DeadLetterFilter) -> Callable[[_Head], bool]:
 def _head(row: list[bytes]) -> _Head:
     entry_id, reason, msg_type, origin, truncated = (value.decode("utf-8", "replace") for value in row)
     return _Head(entry_id, reason, msg_type, origin, truncated == "1")
+
+
+class DeadLetterRetention(ConsumerHook):
+    """Trims the dead-letter store to ``[deadletter]`` retention, at most every ``interval_s``."""
+
+    def __init__(
+        self, store: DeadLetterStore, settings: DeadLetterSettings, *, interval_s: float = 60.0
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    def on_maintenance(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval_s
+            self.store.apply_retention(self.settings.retention_s, self.settings.max_entries)

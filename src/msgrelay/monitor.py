@@ -28,6 +28,12 @@ class QueueStats:
     """Dead letters of this queue put back on it by ``msgrelay dlq replay``."""
     dlq_purged: int = 0
     """Dead letters of this queue deleted by ``msgrelay dlq purge`` (retention trimming is not counted)."""
+    reclaimed: int = 0
+    """Entries taken over from consumers that died or stalled (XAUTOCLAIM, or requeued by the reaper)."""
+    retried: int = 0
+    """Failed messages scheduled for another attempt."""
+    retries_scheduled: int = 0
+    """Failed messages waiting for their next attempt right now."""
     redis_used_memory_bytes: int = 0
     redis_used_memory_human: str = ""
 
@@ -54,6 +60,9 @@ def collect_stats(transport: Transport) -> QueueStats:
         dead_letters_by_reason=DeadLetterStore.from_transport(transport).count_by_reason(),
         dlq_replayed=counters.get(Stat.DLQ_REPLAYED, 0),
         dlq_purged=counters.get(Stat.DLQ_PURGED, 0),
+        reclaimed=counters.get(Stat.RECLAIMED, 0),
+        retried=counters.get(Stat.RETRIED, 0),
+        retries_scheduled=transport.scheduled_retries(),
         redis_used_memory_bytes=int(memory["used_memory"]),
         redis_used_memory_human=str(memory["used_memory_human"]),
     )

@@ -87,6 +87,9 @@ def print_stats(console: Console, stats: QueueStats) -> None:
     table.add_row("processed", f"{stats.processed:,}")
     for msg_type, count in stats.processed_by_type.items():
         table.add_row(f"  {msg_type}", f"{count:,}")
+    table.add_row("reclaimed from dead consumers", f"{stats.reclaimed:,}")
+    table.add_row("retried", f"{stats.retried:,}")
+    table.add_row("waiting for a retry", f"{stats.retries_scheduled:,}")
     table.add_row("dead-lettered", f"{stats.dead_lettered:,}")
     table.add_row("dead-letter store (all queues)", f"{stats.dead_letter_store:,}")
     for reason, count in stats.dead_letters_by_reason.items():

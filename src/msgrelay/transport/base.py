@@ -124,6 +124,11 @@ class Transport(ABC):
             raw: dict[bytes, bytes] = raw_command(self.client, "HGETALL", self.keys.stats())
         return {key.decode(): int(value) for key, value in raw.items()}
 
+    def scheduled_retries(self) -> int:
+        """Failed messages waiting for their next attempt."""
+        with redis_errors(self.url):
+            return int(self.client.zcard(self.keys.retry()))
+
     def dead_letter_count(self) -> int:
         with redis_errors(self.url):
             return int(self.client.xlen(self.keys.dead_letters()))
