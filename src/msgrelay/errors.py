@@ -74,4 +74,13 @@ class DecodeError(MessageError):
 
 
 class SinkError(MsgrelayError):
-    """A sink could not durably write a batch; the batch must not be acknowledged."""
+    """A sink could not durably write (part of) a batch.
+
+    ``failed_types`` names the message types whose lines are not durably written; every other type of the
+    batch is, and may be acknowledged. Empty when the error is not about one batch (a log folder that cannot
+    be created).
+    """
+
+    def __init__(self, message: str, *, failed_types: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.failed_types = failed_types
