@@ -19,6 +19,7 @@ after a restart or a takeover, which deliveries are already on disk: no duplicat
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from msgrelay.sinks.appendfile import (
     append_whole,
     cut_torn_tail,
     file_size,
+    is_regular,
     locked,
     open_for_append,
 )
@@ -74,6 +76,7 @@ class LogFileSink:
         self.fsync = fsync
         self.journal = journal
         self._format = FORMATTERS[line_format]
+        self._paths = {msg_type: self.log_dir / name for msg_type, name in TYPE_FILES.items()}
         self._fds: dict[str, int] = {}
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,7 @@ class LogFileSink:
 
     def path_for(self, msg_type: str) -> Path:
         """The file of a type. ``KeyError`` for anything outside the fixed table."""
-        return self.log_dir / TYPE_FILES[msg_type]
+        return self._paths[msg_type]
 
     def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes] = ()) -> list[Reject]:
         """Write the batch; return the rejects. See the module's failure contract."""
@@ -191,6 +194,8 @@ class LogFileSink:
         """
         torn: list[OwnedRecord] = []
         for fd, mine in list(records.items()):
+            if not is_regular(fd):
+                continue  # /dev/full, a FIFO: nothing to cut
             for owned in found:
                 if owned.record.same_file(mine.key, mine.dev, mine.ino) and owned.record.is_torn(
                     file_size(fd)
@@ -224,7 +229,7 @@ class LogFileSink:
             for owned in relevant:
                 record, fd = owned.record, fds[by_key[owned.record.key]]
                 info = os.fstat(fd)
-                if (record.dev, record.ino) != (info.st_dev, info.st_ino):
+                if (record.dev, record.ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(info.st_mode):
                     continue  # the file was rotated since: its lines are elsewhere, write them again
                 if record.is_torn(info.st_size):
                     os.ftruncate(fd, record.start)
