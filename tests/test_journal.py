@@ -335,3 +335,108 @@ def test_a_writer_sigkilled_at_any_point_leaves_exactly_once_content_after_recov
     else:
         assert done == set()  # the torn part was cut, the whole batch written once
         assert content == ["old-00000", "old-00001", *expected_other, *kid_ids]
+
+
+def test_settled_drops_the_records_it_took_over_but_keeps_one_with_handles_still_pending(
+    sinks: Sinks, redis_client: redis.Redis
+) -> None:
+    # Given a dead consumer's two complete entries: one batch is taken over whole, the other only in part
+    first, first_handles = batch("a", 3)
+    sinks("dead-1").write_batch(first, first_handles)
+    second, second_handles = batch("b", 4)
+    sinks("dead-2").write_batch(second, second_handles)
+    taker = sinks("web-2")
+    assert taker.already_written(first_handles + second_handles[:2]) == {*first_handles, *second_handles[:2]}
+    # When the taker acks them and settles
+    taker.settled()
+    # Then the wholly taken-over record is gone, the other stays for the handles not yet taken over
+    assert entry(redis_client, "dead-1") is None
+    assert entry(redis_client, "dead-2") is not None
+    assert sinks("web-3").already_written(second_handles[2:]) == set(second_handles[2:])
+
+
+# A consumer writing ``batches`` batches of mixed types through the real sink and journal; after each
+# write it reports the batch on the pipe before settled(): that report is its "ack".
+WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+
+    import redis
+
+    from msgrelay.keys import KeySchema
+    from msgrelay.message import Message
+    from msgrelay.sinks import LogFileSink
+    from msgrelay.sinks.journal import WriteJournal
+
+    url, log_dir, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    acks, batches, size = (int(arg) for arg in sys.argv[4:7])
+    client = redis.Redis.from_url(url)
+    journal = WriteJournal(client, KeySchema("msgrelay", "msgrelay:logs"), name, url=url)
+    sink = LogFileSink(log_dir, journal=journal)
+    types = ("INFO", "ERROR", "DEBUG", "WARNING", "INFO")
+    for b in range(batches):
+        numbers = range(b * size, (b + 1) * size)
+        messages = [Message(f"{name}-{n:05d}", types[n % 5], "x" * (n % 300), 1.7e9) for n in numbers]
+        sink.write_batch(messages, [f"{name}-{n}".encode() for n in numbers])
+        os.write(acks, f"{b}\\n".encode())
+        sink.settled()
+    """
+)
+
+
+def writer_batch(name: str, number: int, size: int) -> tuple[list[Message], list[bytes]]:
+    types = ("INFO", "ERROR", "DEBUG", "WARNING", "INFO")
+    numbers = range(number * size, (number + 1) * size)
+    messages = [Message(f"{name}-{n:05d}", types[n % 5], "x" * (n % 300), TS) for n in numbers]
+    return messages, [f"{name}-{n}".encode() for n in numbers]
+
+
+@pytest.mark.parametrize("kill_after", [0, 3, 7, 12])
+def test_concurrent_writers_one_sigkilled_at_a_random_instant_leave_every_line_whole_and_once(
+    sinks: Sinks, redis_url: str, log_dir: Path, kill_after: int
+) -> None:
+    # Given three consumers writing 15 batches of 40 mixed-type messages each to the same four files
+    batches, size = 15, 40
+    names = ("alpha", "beta", "gamma")
+    children, pipes = [], []
+    for name in names:
+        ack_read, ack_write = os.pipe()
+        argv = [
+            sys.executable,
+            "-c",
+            WRITER,
+            redis_url,
+            str(log_dir),
+            name,
+            str(ack_write),
+            str(batches),
+            str(size),
+        ]
+        children.append(subprocess.Popen(argv, pass_fds=(ack_write,)))
+        os.close(ack_write)
+        pipes.append(os.fdopen(ack_read, "rb"))
+    # When "gamma" is SIGKILLed right after its ack of batch `kill_after`, wherever it then is
+    victim, victim_acks = children[2], pipes[2]
+    while int(victim_acks.readline()) < kill_after:
+        pass
+    victim.send_signal(signal.SIGKILL)
+    for child in children:
+        child.wait(timeout=60)
+    acked = [[int(line) for line in pipe.read().split()] for pipe in pipes]
+    for pipe in pipes:
+        pipe.close()
+    assert children[0].returncode == children[1].returncode == 0
+    last_acked = max([kill_after, *acked[2]])
+    # And its unacked batches are recovered by another consumer as the consumer loop would
+    reaper = sinks("reaper")
+    for number in range(last_acked + 1, batches):
+        messages, handles = writer_batch("gamma", number, size)
+        done = reaper.already_written(handles)
+        todo = [n for n, handle in enumerate(handles) if handle not in done]
+        reaper.write_batch([messages[n] for n in todo], [handles[n] for n in todo])
+        reaper.settled()
+    # Then every file holds whole lines only, and every message of every consumer exactly once
+    seen = [line_id for path in sorted(log_dir.iterdir()) for line_id in ids(path)]
+    expected = [f"{name}-{n:05d}" for name in names for n in range(batches * size)]
+    assert sorted(seen) == sorted(expected)

@@ -78,6 +78,8 @@ class LogFileSink:
         self._format = FORMATTERS[line_format]
         self._paths = {msg_type: self.log_dir / name for msg_type, name in TYPE_FILES.items()}
         self._fds: dict[str, int] = {}
+        self._adopted: set[OwnedRecord] = set()
+        """Complete records of other consumers whose every handle ``already_written`` reported."""
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -210,34 +212,57 @@ class LogFileSink:
         return torn
 
     def already_written(self, handles: Sequence[bytes]) -> set[bytes]:
-        """Handles whose lines a journal record shows fully on disk. Always empty without a journal."""
+        """Handles whose lines a journal record shows fully on disk. Always empty without a journal.
+
+        Call it for recovered deliveries (reclaimed from a dead consumer, or retaken by this name after a
+        restart) before writing anything new, ack what it returns, write the rest. A torn record met on
+        the way is cut and dropped, as a writer would.
+        """
         if self.journal is None or not handles:
             return set()
         wanted = {handle_digest(handle): handle for handle in handles}
-        by_key = {file_key(self.path_for(msg_type)): msg_type for msg_type in TYPE_FILES}
-        relevant = [
-            owned
-            for owned in self.journal.records()
-            if owned.record.key in by_key and owned.record.handles & wanted.keys()
-        ]
-        if not relevant:
+        by_key = {file_key(path): msg_type for msg_type, path in self._paths.items()}
+        types = {by_key[o.record.key] for o in self.journal.records() if self._concerns(o, by_key, wanted)}
+        if not types:
             return set()
-        fds = {by_key[owned.record.key]: self._fd(by_key[owned.record.key]) for owned in relevant}
+        try:
+            fds = {
+                msg_type: self._fd(msg_type) for msg_type in sorted(types, key=lambda t: str(self._paths[t]))
+            }
+            with locked(list(fds.values())):
+                # Read again under the locks: a record is only judged while no one can be writing its file.
+                found = [o for o in self.journal.records() if self._concerns(o, by_key, wanted)]
+                locked_fds = {key: fds[msg_type] for key, msg_type in by_key.items() if msg_type in fds}
+                return self._judge(self.journal, found, locked_fds, wanted)
+        except OSError as exc:
+            raise SinkError(f"cannot check the log files in {self.log_dir}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _concerns(owned: OwnedRecord, by_key: dict[str, str], wanted: dict[bytes, bytes]) -> bool:
+        return owned.record.key in by_key and not owned.record.handles.isdisjoint(wanted)
+
+    def _judge(
+        self, journal: WriteJournal, found: list[OwnedRecord], fds: dict[str, int], wanted: dict[bytes, bytes]
+    ) -> set[bytes]:
+        """Under the locks: the wanted handles of complete records; torn records are cut and dropped."""
         done: set[bytes] = set()
         torn: list[OwnedRecord] = []
-        with locked([fds[msg_type] for msg_type in sorted(fds, key=lambda t: str(self.path_for(t)))]):
-            for owned in relevant:
-                record, fd = owned.record, fds[by_key[owned.record.key]]
-                info = os.fstat(fd)
-                if (record.dev, record.ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(info.st_mode):
-                    continue  # the file was rotated since: its lines are elsewhere, write them again
-                if record.is_torn(info.st_size):
-                    os.ftruncate(fd, record.start)
-                    torn.append(owned)
-                elif record.end <= info.st_size and self._holds(fd, record):
-                    done |= {wanted[digest] for digest in record.handles & wanted.keys()}
+        for owned in found:
+            record, fd = owned.record, fds.get(owned.record.key)
+            if fd is None:
+                continue  # a file we did not lock (its record appeared since the first read)
+            info = os.fstat(fd)
+            if (record.dev, record.ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(info.st_mode):
+                continue  # the file was rotated since: its lines are elsewhere, write them again
+            if record.is_torn(info.st_size):
+                os.ftruncate(fd, record.start)
+                torn.append(owned)
+            elif record.end <= info.st_size and self._holds(fd, record):
+                done |= {wanted[digest] for digest in record.handles & wanted.keys()}
+                if record.handles <= wanted.keys() and owned.consumer != journal.consumer:
+                    self._adopted.add(owned)  # all its handles get acked now: settled() may drop it
         if torn:
-            self.journal.rewrite_and_drop(None, torn)
+            journal.rewrite_and_drop(None, torn)
         return done
 
     @staticmethod
@@ -245,9 +270,11 @@ class LogFileSink:
         return content_digest(os.pread(fd, record.length, record.start)) == record.sha1
 
     def settled(self) -> None:
-        """The last batch is acknowledged: drop its journal entry (no-op without a journal)."""
+        """The last batch is acknowledged: drop its journal entry, and the records of other consumers whose
+        handles ``already_written`` reported (they are acknowledged now). No-op without a journal."""
         if self.journal is not None:
-            self.journal.clear()
+            self.journal.clear(dropping=sorted(self._adopted, key=str))
+            self._adopted.clear()
 
     @staticmethod
     def _describe(batch: _FileBatch, error: OSError) -> str:

@@ -59,10 +59,14 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return found
 """
 
-# KEYS[1] journal; ARGV[1] this consumer, ARGV[2] its entry ('' = leave it); then triples
-# (consumer, file key, start) naming records to drop. An entry left without records is deleted.
+# KEYS[1] journal; ARGV[1] this consumer, ARGV[2] its new entry ('' = leave it, '-' = delete it); then
+# triples (consumer, file key, start) naming records to drop. An entry left without records is deleted.
 _DROP: Final = """
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[2] == '-' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+elseif ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 for i = 3, #ARGV, 3 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if raw then
@@ -186,10 +190,13 @@ class WriteJournal:
 
     def rewrite_and_drop(self, records: Sequence[FileRecord] | None, dropped: Sequence[OwnedRecord]) -> None:
         """Replace this consumer's entry with ``records`` (unless None) and drop the ``dropped`` records."""
-        args: list[str | bytes] = [self.consumer, b"" if records is None else self._entry(records)]
+        if records is not None:  # our old entry is replaced as a whole (our new records may share its starts)
+            dropped = [owned for owned in dropped if owned.consumer != self.consumer]
+        self._drop_records(b"" if records is None else self._entry(records), dropped)
+
+    def _drop_records(self, own: str | bytes, dropped: Sequence[OwnedRecord]) -> None:
+        args: list[str | bytes] = [self.consumer, own]
         for owned in dropped:
-            if records is not None and owned.consumer == self.consumer:
-                continue  # our old entry is replaced as a whole (and our new records may share its starts)
             args += [owned.consumer, owned.record.key, str(owned.record.start)]
         with redis_errors(self.url):
             self._drop(keys=[self.key], args=args)
@@ -203,7 +210,10 @@ class WriteJournal:
             found += _decode_entry(consumer.decode(errors="replace"), raw)
         return found
 
-    def clear(self) -> None:
-        """Forget this consumer's entry (its batch is acknowledged)."""
-        with redis_errors(self.url):
-            self.client.hdel(self.key, self.consumer)
+    def clear(self, *, dropping: Sequence[OwnedRecord] = ()) -> None:
+        """Forget this consumer's entry (its batch is acknowledged), and drop the ``dropping`` records."""
+        if not dropping:
+            with redis_errors(self.url):
+                self.client.hdel(self.key, self.consumer)
+            return
+        self._drop_records("-", dropping)
