@@ -16,10 +16,12 @@ import orjson
 import pytest
 
 from msgrelay.errors import SinkError
+from msgrelay.keys import KeySchema
 from msgrelay.levels import LOG_TYPES, TYPE_FILES
 from msgrelay.message import Message
 from msgrelay.sinks import LogFileSink
 from msgrelay.sinks.appendfile import append_whole, open_for_append
+from msgrelay.sinks.journal import WriteJournal
 
 
 @pytest.fixture
@@ -346,29 +348,36 @@ def fill_to_the_brim(folder: Path) -> Path:
     return filler
 
 
-@pytest.mark.parametrize("fsync", [False, True])
+@pytest.mark.parametrize("mode", ["at_least_once", "fsync", "effectively_once"])
 def test_disk_full_mid_batch_fails_that_type_alone_and_leaves_no_torn_line(
-    tiny_disk: Path, fsync: bool
+    tiny_disk: Path, mode: str, request: pytest.FixtureRequest
 ) -> None:
     # Given a sink on a tiny disk whose info.log and error.log each hold a line, and a disk then filled up
     log_dir = tiny_disk / "logs"
-    sink = LogFileSink(log_dir, fsync=fsync)
+    journal = None
+    if mode == "effectively_once":
+        client, url = request.getfixturevalue("redis_client"), request.getfixturevalue("redis_url")
+        journal = WriteJournal(client, KeySchema("msgrelay", "msgrelay:logs"), "web-1", url=url)
+    sink = LogFileSink(log_dir, fsync=mode == "fsync", journal=journal)
+    handles = [f"h-{n}".encode() for n in range(200)]
     try:
-        sink.write_batch([msg(0, "INFO"), msg(1, "ERROR")])
+        sink.write_batch([msg(0, "INFO"), msg(1, "ERROR")], handles[:2])
         filler = fill_to_the_brim(tiny_disk)
         # When a batch comes with one short INFO line (it fits in the page info.log already has) and
         # 30 KiB of ERROR lines (error.log's page takes part of them, then the disk is full: ENOSPC)
         errors = [msg(n, "ERROR", text="e" * 300) for n in range(10, 110)]
         with pytest.raises(SinkError, match="No space left") as failure:
-            sink.write_batch([msg(2, "INFO"), *errors])
+            sink.write_batch([msg(2, "INFO"), *errors], handles[2:3] + handles[10:110])
         # Then ERROR alone is reported failed, INFO is written, and error.log was cut back to its whole line
         assert failure.value.failed_types == frozenset({"ERROR"})
         assert ids(log_dir / "info.log") == ["m-0", "m-2"]
         assert (log_dir / "error.log").read_bytes().endswith(b"\n")
         assert ids(log_dir / "error.log") == ["m-1"]
+        if journal is not None:  # and recovery would ack the INFO line alone
+            assert sink.already_written(handles[2:3] + handles[10:110]) == set(handles[2:3])
         # And once space returns, the retried ERROR lines are written whole
         filler.unlink()
-        assert sink.write_batch(errors) == []
+        assert sink.write_batch(errors, handles[10:110]) == []
     finally:
         sink.close()
     assert ids(log_dir / "error.log") == ["m-1", *(f"m-{n}" for n in range(10, 110))]
