@@ -74,11 +74,10 @@ class DecodeError(MessageError):
 
 
 class SinkError(MsgrelayError):
-    """A sink could not durably write (part of) a batch.
+    """A sink could not durably write (part of) a batch; those messages must not be acknowledged.
 
-    ``failed_types`` names the message types whose lines are not durably written; every other type of the
-    batch is, and may be acknowledged. Empty when the error is not about one batch (a log folder that cannot
-    be created).
+    ``failed_types`` names the message types whose lines are not durably written; empty means the whole
+    batch. Lines of every other type were written and may be acknowledged.
     """
 
     def __init__(self, message: str, *, failed_types: frozenset[str] = frozenset()) -> None:

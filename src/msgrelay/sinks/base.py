@@ -14,8 +14,8 @@ Failure contract of ``write_batch``:
   not handle by themselves (a formatter that raised for that one message). Rejects are not written at all;
   the consumer retries them with backoff. One message never fails the batch.
 * It raises :class:`~msgrelay.errors.SinkError` when some destination could not be written (ENOSPC, EIO,
-  permissions). ``error.failed_types`` names the types whose lines are **not** durably written; the
-  messages of every other type (rejects aside) **are**, and may be acknowledged. A failed destination holds
+  permissions). ``error.failed_types`` names the types whose lines are **not** durably written (empty:
+  the whole batch); the messages of every other type (rejects aside) **are**, and may be acknowledged. A failed destination holds
   none of the batch's lines (the sink cuts a half-written append back), so retrying never tears a line.
 * A :class:`~msgrelay.errors.BrokerError` (effectively-once sinks only, which journal in Redis) means
   nothing of the batch was written.
@@ -39,7 +39,7 @@ Reject = tuple[int, str]
 class Sink(Protocol):
     """Writes batches of messages durably (see the module's failure contract)."""
 
-    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes] = ()) -> list[Reject]:
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[Reject]:
         """Write the batch; return the rejects; raise ``SinkError(failed_types=...)`` on a failed type."""
         ...
 
