@@ -10,18 +10,23 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
+from msgrelay.codec import decode
+from msgrelay.config import Settings
+from msgrelay.consumer import Consumer
 from msgrelay.errors import BrokerConnectionError, SinkError
 from msgrelay.keys import KeySchema
 from msgrelay.message import Message
+from msgrelay.producer import Producer
 from msgrelay.sinks import LogFileSink
 from msgrelay.sinks.journal import FileRecord, WriteJournal, content_digest, file_key, handle_digest
+from msgrelay.transport import create_transport
 
 KEYS = KeySchema("msgrelay", "msgrelay:logs")
 TS = 1_700_000_000.0
@@ -440,3 +445,45 @@ def test_concurrent_writers_one_sigkilled_at_a_random_instant_leave_every_line_w
     seen = [line_id for path in sorted(log_dir.iterdir()) for line_id in ids(path)]
     expected = [f"{name}-{n:05d}" for name in names for n in range(batches * size)]
     assert sorted(seen) == sorted(expected)
+
+
+def test_a_restarted_consumer_acks_the_batch_its_crash_left_written_without_writing_it_again(
+    make_settings: Callable[..., Settings], transport_name: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given 25 queued messages, and a consumer "web-1" that fetched 10, wrote them and died before its ack
+    settings = make_settings(
+        transport_name, consumer={"batch_size": 10, "block_timeout_s": 0.05, "delivery": "effectively_once"}
+    )
+    with Producer.from_settings(settings) as producer:
+        sent = producer.send_many(
+            [("INFO", f"message {n}", {}) for n in range(20)] + [("ERROR", "e", {})] * 5
+        )
+    transport = create_transport(settings)
+    try:
+        transport.setup()
+        fetched = transport.fetch("web-1", 10, 0.0)
+        crashed = LogFileSink(
+            settings.consumer.log_dir,
+            journal=WriteJournal(transport.client, transport.keys, "web-1", url=transport.url),
+        )
+        crashed.write_batch(
+            [decode(d.raw, source_id=d.source_id, max_bytes=65536) for d in fetched],
+            [d.handle for d in fetched],
+        )
+        crashed.close()
+        # When "web-1" restarts (same name) and drains the queue
+        sink = LogFileSink(
+            settings.consumer.log_dir,
+            journal=WriteJournal(transport.client, transport.keys, "web-1", url=transport.url),
+        )
+        consumer_settings = settings.consumer.model_copy(update={"consumer_name": "web-1"})
+        Consumer(transport, sink, consumer_settings, max_message_bytes=65536).run(burst=True)
+        sink.close()
+        stats = transport.stats()
+    finally:
+        transport.close()
+    # Then every message is in its file exactly once, all of them acknowledged, and the journal is empty
+    written = [line_id for path in sorted(settings.consumer.log_dir.iterdir()) for line_id in ids(path)]
+    assert sorted(written) == sorted(sent)
+    assert stats["processed"] == 25
+    assert redis_client.hgetall(transport.keys.journal()) == {}

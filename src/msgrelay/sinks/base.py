@@ -15,14 +15,21 @@ Failure contract of ``write_batch``:
   the consumer retries them with backoff. One message never fails the batch.
 * It raises :class:`~msgrelay.errors.SinkError` when some destination could not be written (ENOSPC, EIO,
   permissions). ``error.failed_types`` names the types whose lines are **not** durably written (empty:
-  the whole batch); the messages of every other type (rejects aside) **are**, and may be acknowledged. A failed destination holds
-  none of the batch's lines (the sink cuts a half-written append back), so retrying never tears a line.
+  the whole batch); the messages of every other type (rejects aside) **are**, and may be acknowledged.
+  A failed destination holds none of the batch's lines (the sink cuts a half-written append back), so
+  retrying never tears a line.
 * A :class:`~msgrelay.errors.BrokerError` (effectively-once sinks only, which journal in Redis) means
   nothing of the batch was written.
 
 ``handles`` are the transport handles of ``messages``, index for index. A sink that journals its writes
 (effectively once) needs them; one that does not ignores them. ``already_written`` and ``settled`` are then
 no-ops that never talk to Redis.
+
+Effectively once, the consumer must also: call ``already_written`` for every delivery that may have been
+handed out before (recovered, reclaimed, requeued: ``attempt > 1``) before writing it, and before writing
+anything new after a batch whose settle failed (the next ``write_batch`` replaces the sink's journal entry);
+call ``settled`` only after a successful ack. Every consumer writing one log folder must use the same mode:
+an at-least-once writer does not read the journal.
 """
 
 from __future__ import annotations
