@@ -331,7 +331,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)  # still busy: detach it anyway
 
 
 def fill_to_the_brim(folder: Path) -> Path:
