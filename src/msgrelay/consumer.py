@@ -34,11 +34,13 @@ from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
 from msgrelay.errors import BrokerConnectionError, BrokerTimeoutError, DecodeError, SinkError
 from msgrelay.message import Delivery, Message
-from msgrelay.retries import RetryPolicy, RetryRecord
+from msgrelay.retries import Backoff, RetryPolicy, RetryRecord
 from msgrelay.sinks.base import Sink
 from msgrelay.transport.base import Transport
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BURST_MAX_FAILURES", "Backoff", "BatchResult", "Consumer", "ConsumerHook", "Totals"]
 
 BURST_MAX_FAILURES = 5
 """In burst mode, give up (raise) after this many consecutive failed attempts at one batch."""
@@ -103,17 +105,6 @@ class ConsumerHook:
 
     def on_maintenance(self) -> None:
         """Called every maintenance turn (about once a second): a place for housekeeping."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff, pure: ``delay(n)`` for the n-th consecutive failure (n >= 1)."""
-
-    base_s: float = 0.1
-    cap_s: float = 5.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap_s, self.base_s * 2 ** min(failures - 1, 64)))
 
 
 def default_consumer_name() -> str:
@@ -185,7 +176,7 @@ class Consumer:
                 self._maintain()
                 if self._retry_held_if_due(burst):
                     continue
-                deliveries = self.transport.recover(self.name, self.settings.batch_size) if recovering else []
+                deliveries = self._recover() if recovering else []
                 recovered = bool(deliveries)
                 if not deliveries:
                     recovering = False
@@ -207,6 +198,14 @@ class Consumer:
                 break
         self._leave()
         return self.totals
+
+    def _recover(self) -> list[Delivery]:
+        """What this consumer name holds from an earlier run or a lost reply, except lines held in memory."""
+        batch = self.transport.recover(self.name, self.settings.batch_size + len(self._held))
+        if self._held:
+            in_memory = {delivery.handle for delivery, _ in self._held}
+            batch = [delivery for delivery in batch if delivery.handle not in in_memory]
+        return batch[: self.settings.batch_size]
 
     def _maintain(self) -> None:
         """Housekeeping at most every ``maintenance_interval_s``: liveness, reaper, due retries, trimming."""
@@ -272,7 +271,7 @@ class Consumer:
     def process(self, deliveries: Sequence[Delivery], *, recovered: bool = False) -> BatchResult:
         """Triage, write and settle one batch. Raises if it could not be settled (nothing acknowledged)."""
         started = time.monotonic()
-        triage = self._triage(deliveries, recovered=recovered)
+        triage = self._triage(deliveries)
         self._write(triage)
         self._settle(triage)
         return BatchResult(
@@ -285,7 +284,7 @@ class Consumer:
             held=len(triage.held),
         )
 
-    def _triage(self, deliveries: Sequence[Delivery], *, recovered: bool) -> _Triage:
+    def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
         triage = _Triage()
         for delivery in deliveries:
             if delivery.attempt > self.retry_policy.max_deliveries:
@@ -306,13 +305,15 @@ class Consumer:
                 triage.held.append((delivery, message))  # its file is failing: wait with the others
             else:
                 triage.to_write.append((delivery, message))
-        if recovered and triage.to_write:
-            self._skip_already_written(triage)
+        self._skip_already_written(triage)
         return triage
 
     def _skip_already_written(self, triage: _Triage) -> None:
-        """Effectively-once files: recovered entries a crashed write already put on disk are only acked."""
-        done = self.sink.already_written([delivery.handle for delivery, _ in triage.to_write])
+        """Effectively-once files: redelivered entries a crashed write already put on disk are only acked."""
+        redelivered = [delivery.handle for delivery, _ in triage.to_write if delivery.attempt > 1]
+        if not redelivered:
+            return
+        done = self.sink.already_written(redelivered)
         if done:
             triage.written += [pair for pair in triage.to_write if pair[0].handle in done]
             triage.to_write = [pair for pair in triage.to_write if pair[0].handle not in done]
@@ -375,8 +376,8 @@ class Consumer:
             raise SinkError(
                 f"gave up after {self.totals.failed_attempts} failed writes; nothing acknowledged"
             )
+        self.transport.touch(self.name, [delivery for delivery, _ in self._held])
         held, self._held, self._held_types = self._held, [], set()
-        self.transport.touch(self.name, [delivery for delivery, _ in held])
         started = time.monotonic()
         triage = _Triage(to_write=held)
         self._write(triage)

@@ -20,6 +20,17 @@ MAX_ERROR_CHARS: Final = 300
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff, pure: ``delay(n)`` for the n-th consecutive failure (n >= 1)."""
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap_s, self.base_s * 2 ** min(failures - 1, 64)))
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Capped exponential backoff with full jitter on the upper half, pure: no clock, no sleeping.
 
