@@ -387,9 +387,9 @@ def test_after_a_crash_the_same_consumer_name_first_recovers_what_it_held(
 
     totals = make_consumer(file_sink, recorder).run(burst=True)
 
-    assert recorder.results[0].recovered
-    assert recorder.results[0].fetched == 3
-    assert not any(r.recovered for r in recorder.results[1:])
+    # the held ones come back first, one at a time (a redelivered entry may be what crashed the consumer)
+    assert [(r.recovered, r.fetched) for r in recorder.results[:3]] == [(True, 1)] * 3
+    assert not any(r.recovered for r in recorder.results[3:])
     assert totals.written == 8
     assert written_ids(settings) == ids  # the held ones first, then the rest; each exactly once
 

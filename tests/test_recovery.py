@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from msgrelay.config import Settings
-from msgrelay.consumer import BatchResult, Consumer, ConsumerHook, Totals
+from msgrelay.consumer import Backoff, BatchResult, Consumer, ConsumerHook, Totals
+from msgrelay.errors import SinkError
 from msgrelay.keys import Stat
 from msgrelay.levels import TYPE_FILES
 from msgrelay.message import Message
@@ -285,3 +286,107 @@ def test_trim_drops_settled_entries_and_never_a_pending_or_undelivered_one(
     transport.trim()
     assert redis_client.xlen(stream) == 100
     assert len(transport.fetch("fast", 1000, 0)) == 100
+
+
+class Crash(BaseException):
+    """Stands for a consumer process dying (os._exit, a segfault): nothing after it runs."""
+
+
+class CrashOnPoisonSink(RejectingSink):
+    """The real sink, except that a batch holding a "poison" message kills the consumer before writing."""
+
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        if any("poison" in m.text for m in messages):
+            self.poison_attempts.append(time.monotonic())
+            raise Crash
+        return self.inner.write_batch(messages, handles)
+
+
+@pytest.mark.timeout(60)
+def test_a_poison_message_that_kills_its_consumer_takes_no_good_message_down_with_it(
+    settings: Settings,
+    transport_name: str,
+    producer: Producer,
+    new_transport: Callable[[], Transport],
+    redis_client: redis.Redis,
+) -> None:
+    # Given: a poison message in the middle of a batch of good ones (max_deliveries is 3)
+    good = producer.send_many([("info", f"good {i}") for i in range(2)])
+    [poison] = producer.send_many([("error", "poison")])
+    good += producer.send_many([("info", f"good {i}") for i in range(2, 5)])
+    sink = CrashOnPoisonSink(LogFileSink(settings.consumer.log_dir, line_format="json"))
+
+    # When: consumers keep taking the work and dying on it, each under a new name
+    for generation in range(10):
+        name = f"gen-{generation}"
+        try:
+            make_consumer(settings, new_transport(), sink, name).run(burst=True)
+        except Crash:
+            wait_until(abandoned(transport_name, redis_client, settings, name))
+            continue
+        break
+    sink.close()
+
+    # Then: the poison crashed exactly max_deliveries consumers and sits in the dead-letter store alone;
+    # every good message was written exactly once, none was dead-lettered, nothing is left pending
+    assert len(sink.poison_attempts) == 3
+    [letter] = dead_letters(redis_client, settings)
+    assert letter[b"reason"] == b"max_deliveries"
+    assert poison.encode() in letter[b"raw"]
+    assert sorted(file_ids(settings)) == sorted(good)
+    assert sum(new_transport().pending().values()) == 0
+
+
+class BrokenErrorFileSink(RejectingSink):
+    """error.log cannot be written until ``repaired`` is set."""
+
+    def __init__(self, inner: LogFileSink) -> None:
+        super().__init__(inner)
+        self.repaired = False
+        self.info_written_while_broken = 0
+
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        if self.repaired:
+            return self.inner.write_batch(messages, handles)
+        healthy = [m for m in messages if m.type != "ERROR"]
+        self.inner.write_batch(healthy, [])
+        self.info_written_while_broken += len(healthy)
+        if len(healthy) < len(messages):
+            raise SinkError("No space left on device", failed_types=frozenset({"ERROR"}))
+        return []
+
+
+@pytest.mark.timeout(60)
+def test_a_file_broken_for_long_never_stops_the_other_types_nor_fills_memory(
+    settings: Settings, producer: Producer, new_transport: Callable[[], Transport], redis_client: redis.Redis
+) -> None:
+    # Given: far more ERROR messages than a consumer keeps in memory (10 batches of 5), mixed with INFO
+    specs = [("error" if i % 2 else "info", f"m{i}") for i in range(400)]
+    ids = producer.send_many(specs)
+    infos = {msg_id for msg_id, (kind, _) in zip(ids, specs, strict=True) if kind == "info"}
+    sink = BrokenErrorFileSink(LogFileSink(settings.consumer.log_dir, line_format="json"))
+    consumer: Consumer
+    most_held = 0
+
+    class Watch(ConsumerHook):
+        def after_batch(self, result: BatchResult, totals: Totals) -> None:
+            nonlocal most_held
+            most_held = max(most_held, len(consumer._held))
+            if sink.info_written_while_broken >= len(infos):
+                sink.repaired = True  # space comes back once every INFO line is in
+            if totals.written >= len(ids):
+                consumer.stop()
+
+    consumer = make_consumer(settings, new_transport(), sink, "worker", Watch())
+    consumer.backoff = Backoff(base_s=0.01, cap_s=0.05)
+    consumer.run()
+    sink.close()
+
+    # Then: every INFO line went in while error.log was broken, and then every ERROR line, each once
+    assert sink.info_written_while_broken == len(infos)
+    assert 0 < most_held <= 50  # lines kept in memory stay bounded (10 batches), whatever the backlog
+    assert sorted(file_ids(settings)) == sorted(ids)
+    observer = new_transport()
+    assert observer.stats()[Stat.RETRIED] > 0  # the overflow waited in the retry schedule
+    assert sum(observer.pending().values()) == 0
+    assert observer.scheduled_retries() == 0

@@ -274,7 +274,7 @@ def test_settle_updates_the_stats_counters(transport: Transport) -> None:
     assert stats[Stat.BATCHES] == 2
 
 
-def test_settle_is_all_or_nothing_when_redis_refuses_the_transaction(
+def test_settle_is_all_or_nothing_when_redis_refuses_the_dead_letters(
     transport: Transport, redis_client: redis.Redis
 ) -> None:
     transport.send(PAYLOADS)
@@ -282,21 +282,41 @@ def test_settle_is_all_or_nothing_when_redis_refuses_the_transaction(
     letters = [DeadLetter(deliveries[1], "invalid_utf8", "x")]
     written = [deliveries[0], *deliveries[2:]]
 
-    # Given: Redis is out of memory, so the dead-letter XADD and counters are refused
-    redis_client.config_set("maxmemory", 1)
-    try:
-        with pytest.raises(BrokerResponseError):
-            transport.settle("c1", written, letters, {"INFO": 3})
-    finally:
-        redis_client.config_set("maxmemory", 0)
+    # Given: the dead-letter key was clobbered with a value of the wrong type
+    redis_client.set(transport.keys.dead_letters(), "not a stream")
+    with pytest.raises(BrokerResponseError):
+        transport.settle("c1", written, letters, {"INFO": 3})
 
     # Then: not even the acks happened; the batch is still held and can be settled later
     assert raws(transport.recover("c1", 10)) == PAYLOADS
-    assert transport.dead_letter_count() == 0
     assert Stat.PROCESSED not in transport.stats()
+    redis_client.delete(transport.keys.dead_letters())
     transport.settle("c1", written, letters, {"INFO": 3})
     assert total_pending(transport) == 0
     assert transport.dead_letter_count() == 1
+
+
+def test_a_full_redis_refuses_producers_but_consumers_still_drain_it(
+    transport: Transport, redis_client: redis.Redis
+) -> None:
+    transport.send(PAYLOADS)
+    transport.setup()
+    redis_client.config_set("maxmemory", 1)  # Given: Redis is over maxmemory (noeviction)
+    try:
+        # Then: a producer is refused ...
+        with pytest.raises(BrokerResponseError) as refused:
+            transport.send([b"one too many"])
+        assert refused.value.transient
+        # ... while a consumer can still fetch, renew its heartbeat, dead-letter and acknowledge
+        transport.heartbeat("c1", 30)
+        deliveries = transport.fetch("c1", 10, 0)
+        transport.settle("c1", deliveries[1:], [DeadLetter(deliveries[0], "invalid_field", "x")], {"INFO": 3})
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert raws(deliveries) == PAYLOADS
+    assert total_pending(transport) == 0
+    assert transport.dead_letter_count() == 1
+    assert transport.backlog() == 0
 
 
 # --- backlog / pending --------------------------------------------------------------------------------

@@ -27,12 +27,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from msgrelay.codec import decode
 from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
-from msgrelay.errors import BrokerConnectionError, BrokerTimeoutError, DecodeError, SinkError
+from msgrelay.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    BrokerResponseError,
+    BrokerTimeoutError,
+    DecodeError,
+    SinkError,
+)
 from msgrelay.message import Delivery, Message
 from msgrelay.retries import Backoff, RetryPolicy, RetryRecord
 from msgrelay.sinks.base import Sink
@@ -154,7 +161,10 @@ class Consumer:
         self._held_retry_at = 0.0
         self._next_maintenance = 0.0
         self._next_trim = 0.0
+        self._next_self_check = 0.0
         self._reclaiming = True
+        self._recovering = True
+        self._redelivery_batch = 1 if settings.delivery == "at_least_once" else settings.batch_size
 
     def stop(self) -> None:
         """Finish and settle the current batch, then return from ``run``. Safe from a signal handler."""
@@ -170,42 +180,54 @@ class Consumer:
         """Process until ``stop()``; with ``burst``, until the queue is empty (nothing held or pending)."""
         self.totals = Totals()
         self.transport.setup()
-        recovering = True  # first settle whatever an earlier run of this consumer name left unsettled
+        self._recovering = True  # first settle whatever an earlier run of this consumer name left unsettled
         while not self.stopping:
             try:
                 self._maintain()
                 if self._retry_held_if_due(burst):
                     continue
-                deliveries = self._recover() if recovering else []
-                recovered = bool(deliveries)
-                if not deliveries:
-                    recovering = False
-                    deliveries = self._take_abandoned()
-                    recovered = bool(deliveries)
-                if not deliveries and len(self._held) < HELD_BATCHES_MAX * self.settings.batch_size:
-                    deliveries = self._next_batch(burst)
-            except (BrokerConnectionError, BrokerTimeoutError) as exc:
-                if burst:
-                    raise
-                self._back_off(exc)  # redis-py reconnects on the next command
-                recovering = True  # a read whose reply was lost still made its entries ours
+                deliveries = self._next_work(burst)
+            except BrokerError as exc:
+                self._broker_failed(exc, burst)
                 continue
             if deliveries:
-                recovering |= not self._process_with_retry(deliveries, recovered=recovered, burst=burst)
+                self._process_with_retry(deliveries, burst=burst)
             elif self._held:
-                self._stopping.wait(max(0.0, self._held_retry_at - time.monotonic()))
+                self._wait_for_held()
             elif burst:
                 break
         self._leave()
         return self.totals
 
-    def _recover(self) -> list[Delivery]:
-        """What this consumer name holds from an earlier run or a lost reply, except lines held in memory."""
-        batch = self.transport.recover(self.name, self.settings.batch_size + len(self._held))
-        if self._held:
-            in_memory = {delivery.handle for delivery, _ in self._held}
-            batch = [delivery for delivery in batch if delivery.handle not in in_memory]
-        return batch[: self.settings.batch_size]
+    def _next_work(self, burst: bool) -> list[Delivery]:
+        """The next batch, by priority: this name's own unsettled entries, entries abandoned by dead
+        consumers, then new entries.
+
+        Redelivered entries (own or abandoned) come one at a time: each may be what killed a consumer, and
+        alone it cannot take good entries down with it (their delivery counts stay put). Effectively-once
+        files take them a batch at a time instead, so that the write journal can confirm a crashed batch
+        as a whole (a poison message may then cost its batch-mates deliveries too)."""
+        if self._recovering and not self._held:  # held lines are ours already: do not count them again
+            own = self.transport.recover(self.name, self._redelivery_batch)
+            if own:
+                return own
+            self._recovering = False
+        if self._reclaiming:
+            abandoned = self.transport.reclaim(self.name, self._redelivery_batch, self.settings.claim_idle_s)
+            self._reclaiming = bool(abandoned)
+            if abandoned:
+                return abandoned
+        return self._next_batch(burst)
+
+    def _broker_failed(self, error: BrokerError, burst: bool) -> None:
+        """Redis failed us: back off, then look for entries a lost reply made ours. Not transient: raise."""
+        if burst or (isinstance(error, BrokerResponseError) and not error.transient):
+            raise error
+        self._back_off(error)  # the next command opens a new connection
+        self._recovering = True
+
+    def _wait_for_held(self) -> None:
+        self._stopping.wait(max(0.0, self._held_retry_at - time.monotonic()))
 
     def _maintain(self) -> None:
         """Housekeeping at most every ``maintenance_interval_s``: liveness, reaper, due retries, trimming."""
@@ -215,19 +237,14 @@ class Consumer:
         self._next_maintenance = now + self.maintenance_interval_s
         self.transport.heartbeat(self.name, self.settings.claim_idle_s)
         self._reclaiming = True
+        if now >= self._next_self_check:  # a reply lost on the way may have left entries ours: look
+            self._next_self_check = now + self.settings.claim_idle_s
+            self._recovering = True
         self.transport.promote_retries(int(time.time() * 1000), PROMOTE_MAX)
         if self.trim_interval_s > 0 and now >= self._next_trim:
             self._next_trim = now + self.trim_interval_s
             self.transport.trim()
         self._call_hooks("on_maintenance")
-
-    def _take_abandoned(self) -> list[Delivery]:
-        """Entries dead consumers left behind, checked once per maintenance turn while there are any."""
-        if not self._reclaiming:
-            return []
-        batch = self.transport.reclaim(self.name, self.settings.batch_size, self.settings.claim_idle_s)
-        self._reclaiming = len(batch) >= self.settings.batch_size  # a full batch: there may be more
-        return batch
 
     def _next_batch(self, burst: bool) -> list[Delivery]:
         size = self.settings.batch_size
@@ -249,19 +266,19 @@ class Consumer:
 
     # --- one batch ------------------------------------------------------------------------------------
 
-    def _process_with_retry(self, deliveries: list[Delivery], *, recovered: bool, burst: bool) -> bool:
-        """Process one batch. False if Redis failed us: the entries are still ours, to be read again."""
+    def _process_with_retry(self, deliveries: list[Delivery], *, burst: bool) -> None:
+        """Process one batch. If Redis failed us the entries are still ours: back off, then recover."""
+        recovered = any(delivery.attempt > 1 for delivery in deliveries)
         try:
             result = self.process(deliveries, recovered=recovered)
-        except (BrokerConnectionError, BrokerTimeoutError) as exc:
-            if burst and self.totals.failed_attempts + 1 >= BURST_MAX_FAILURES:
-                raise
-            self._back_off(exc)
-            return False
+        except BrokerError as exc:
+            self._broker_failed(exc, burst and self.totals.failed_attempts + 1 >= BURST_MAX_FAILURES)
+            return
         if not self._held:
             self.totals.failed_attempts = 0
         self._record(result)
-        return True
+        if self._held and not result.written:
+            self._wait_for_held()  # every file we tried is failing: no point in taking more work yet
 
     def _record(self, result: BatchResult) -> None:
         self.totals.add(result)
@@ -327,9 +344,11 @@ class Consumer:
         try:
             rejected = dict(self.sink.write_batch(messages, [delivery.handle for delivery, _ in pairs]))
         except SinkError as exc:
-            # Lines of the failed files stay ours, in memory, and are written again after a backoff.
+            # Lines of the failed files stay ours and are written again after a backoff (see _park).
             failed = exc.failed_types or frozenset(message.type for message in messages)
-            self._hold([pair for pair in pairs if pair[1].type in failed], exc)
+            triage.held += [pair for pair in pairs if pair[1].type in failed]
+            self._held_types.update(failed)
+            self._held_failed(exc)
             pairs = [pair for pair in pairs if pair[1].type not in failed]
             rejected = {}
         now_ms = int(time.time() * 1000)
@@ -344,6 +363,7 @@ class Consumer:
                 triage.retries.append(RetryRecord(pair[0], error, due_ms))
 
     def _settle(self, triage: _Triage) -> None:
+        self._park(triage)
         type_counts = Counter(message.type for _, message in triage.written)
         delivered = [delivery for delivery, _ in triage.written]
         self.transport.settle(self.name, delivered, triage.dead, type_counts, triage.retries)
@@ -358,10 +378,21 @@ class Consumer:
 
     # --- lines whose file is failing ------------------------------------------------------------------
 
-    def _hold(self, pairs: list[Pair], error: SinkError) -> None:
-        self._held += pairs
-        self._held_types.update(message.type for _, message in pairs)
-        self._held_failed(error)
+    def _park(self, triage: _Triage) -> None:
+        """Keep held lines in memory up to ``HELD_BATCHES_MAX`` batches; defer the rest through the retry
+        schedule (acknowledged with the batch, back on the queue when the backoff is over, their attempt
+        not counted), so a file that stays broken never stops the other types nor fills our memory."""
+        room = max(0, HELD_BATCHES_MAX * self.settings.batch_size - len(self._held))
+        if len(triage.held) <= room:
+            return
+        overflow, triage.held = triage.held[room:], triage.held[:room]
+        wait_s = max(0.1, self._held_retry_at - time.monotonic())
+        due_ms = int((time.time() + wait_s) * 1000)
+        for delivery, _ in overflow:
+            not_counted = replace(delivery, attempt=delivery.attempt - 1)
+            triage.retries.append(
+                RetryRecord(not_counted, "deferred: its log file cannot be written", due_ms)
+            )
 
     def _held_failed(self, error: Exception) -> None:
         self.totals.failed_attempts += 1

@@ -72,7 +72,14 @@ class BrokerTimeoutError(BrokerError):
 
 
 class BrokerResponseError(BrokerError):
-    """Redis answered with an error reply (out of memory, no permission, wrong type ...)."""
+    """Redis answered with an error reply (out of memory, no permission, wrong type ...).
+
+    ``transient`` errors (out of memory, a failover, a busy script) go away on their own: a consumer backs
+    off and tries again instead of exiting."""
+
+    def __init__(self, message: str, *, url: str = "", transient: bool = False) -> None:
+        super().__init__(message, url=url)
+        self.transient = transient
 
 
 class MessageError(MsgrelayError):

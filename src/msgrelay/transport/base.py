@@ -46,9 +46,34 @@ def redis_errors(url: str) -> Iterator[None]:
     except redis.exceptions.ConnectionError as exc:
         raise BrokerConnectionError(f"cannot connect to Redis at {url} ({exc})", url=url) from exc
     except redis.exceptions.ResponseError as exc:
-        raise BrokerResponseError(f"Redis at {url} answered with an error: {exc}", url=url) from exc
+        raise BrokerResponseError(
+            f"Redis at {url} answered with an error: {exc}", url=url, transient=_transient(exc)
+        ) from exc
     except redis.exceptions.RedisError as exc:
         raise BrokerError(f"Redis error at {url}: {exc}", url=url) from exc
+
+
+_TRANSIENT_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+_TRANSIENT_PREFIXES = (
+    "OOM",
+    "BUSY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "READONLY",
+    "MISCONF",
+    "NOREPLICAS",
+    "LOADING",
+)
+
+
+def _transient(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether an error reply goes away on its own (memory freed, failover over, script finished)."""
+    return isinstance(exc, _TRANSIENT_CLASSES) or str(exc).lstrip().upper().startswith(_TRANSIENT_PREFIXES)
 
 
 class Transport(ABC):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msgrelay.config import Settings, mask_url
@@ -13,8 +13,11 @@ from msgrelay.transport.base import Transport, redis_errors
 from msgrelay.transport.lists import ListTransport
 from msgrelay.transport.streams import StreamTransport
 
-RECONNECT_ATTEMPTS = 3
-"""Retries of a command whose connection failed, with jittered exponential backoff (50 ms .. 1 s)."""
+NO_RESEND = Retry(NoBackoff(), 0)
+"""redis-py never resends a command by itself: a resent XADD whose first reply was lost would be stored
+twice and reported as sent once, and a resent XREADGROUP/BLMOVE would hand out entries nobody sees. Every
+failure surfaces; msgrelay's own layer backs off, reconnects (the next command opens a new connection) and
+knows what a resend means (``ProduceOutcomeUnknown``, recovery of the consumer's own entries)."""
 
 
 def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
@@ -28,8 +31,7 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
             socket_connect_timeout=settings.redis.connect_timeout_s,
             health_check_interval=30,
             **tcp_only,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RECONNECT_ATTEMPTS),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            retry=NO_RESEND,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {mask_url(url)}: {exc}") from None
@@ -48,4 +50,10 @@ def create_transport(settings: Settings, *, check: bool = True) -> Transport:
         keys = KeySchema(queue.namespace, queue.stream)
         return StreamTransport(client, keys, url=url, group=queue.group)
     keys = KeySchema(queue.namespace, queue.buffer_key)
-    return ListTransport(client, keys, url=url, heartbeat_ttl_s=settings.consumer.claim_idle_s)
+    return ListTransport(
+        client,
+        keys,
+        url=url,
+        heartbeat_ttl_s=settings.consumer.claim_idle_s,
+        isolate_suspects=settings.consumer.delivery == "at_least_once",
+    )

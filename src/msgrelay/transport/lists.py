@@ -40,14 +40,18 @@ class ListTransport(Transport):
         *,
         url: str,
         heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
+        isolate_suspects: bool = True,
     ) -> None:
         super().__init__(client, keys, url=url)
         self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.isolate_suspects = isolate_suspects
+        """Hand out an entry delivered before alone (see ``scripts.LIST_FETCH``)."""
         self._fetch = client.register_script(scripts.LIST_FETCH)
         self._recover = client.register_script(scripts.LIST_RECOVER)
         self._reap = client.register_script(scripts.LIST_REAP)
         self._settle = client.register_script(scripts.LIST_SETTLE)
         self._promote = client.register_script(scripts.LIST_PROMOTE)
+        self._heartbeat = client.register_script(scripts.LIST_HEARTBEAT)
 
     def send(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
@@ -93,7 +97,14 @@ class ListTransport(Transport):
             self.keys.deliveries(),
         ]
         moved, earlier = self._fetch(
-            keys=keys, args=[count, consumer, int(self.heartbeat_ttl_s * 1000), *already_moved]
+            keys=keys,
+            args=[
+                count,
+                consumer,
+                int(self.heartbeat_ttl_s * 1000),
+                int(self.isolate_suspects),
+                *already_moved,
+            ],
         )
         return moved, earlier
 
@@ -110,8 +121,9 @@ class ListTransport(Transport):
         return []
 
     def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        keys = [self.keys.heartbeat(consumer), self.keys.deliveries()]
         with redis_errors(self.url):
-            raw_command(self.client, "SET", self.keys.heartbeat(consumer), 1, "PX", max(1, int(ttl_s * 1000)))
+            self._heartbeat(keys=keys, args=[max(1, int(ttl_s * 1000))])
 
     def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         self.heartbeat(consumer, self.heartbeat_ttl_s)

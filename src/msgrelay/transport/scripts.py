@@ -1,13 +1,23 @@
 """The server-side (Lua) scripts of the transports, in one place.
 
-Scripts make multi-step changes atomic and save round trips. Every script that writes puts its
-"denied when Redis is out of memory" write first (XADD / ZADD before XACK / LREM), so an OOM refusal stops
-the script before it acknowledged anything.
+Scripts make multi-step changes atomic and save round trips.
+
+Out of memory: consumers must keep draining a Redis that is full (that is how it stops being full), but
+Redis refuses commands such as ``LMOVE``, ``SET`` and ``XADD`` over ``maxmemory``, even when they only move
+data. A script that has already written may go on writing, so the scripts of the consumer path start with
+``OOM_NOOP_WRITE``, a write that changes nothing (HDEL of a field that never exists): moving an entry to a
+processing list, renewing a heartbeat or settling a batch then work while producers are refused. Within
+a script the dead letters and retries are still written before anything is acknowledged, so an error
+(a key of the wrong type) stops it before an ack.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+OOM_NOOP_WRITE: Final = (
+    "redis.call('HDEL', {key}, '')  -- a write that changes nothing: see the module docstring\n"
+)
 
 # Reads the ARGV layout built by Transport._settlement_args (ARGV[1] is transport-specific):
 #   n_handles, handle..., n_dead, (n_fields, name, value, ...)..., n_incr, (field, amount)...,
@@ -16,6 +26,7 @@ from typing import Final
 # are left for the transport's own part, which acknowledges, counts into KEYS[3] and drops the consumer's
 # write-journal entry (effectively-once files) in the same step: once acked, the batch needs no journal.
 SETTLE_PRELUDE: Final = """
+redis.call('HDEL', KEYS[3], '')  -- OOM_NOOP_WRITE (see the module docstring)
 local pos = 2
 local function take() local v = ARGV[pos]; pos = pos + 1; return v end
 local handles = {}
@@ -65,31 +76,50 @@ count_all()
 )
 
 # KEYS: queue, processing list, consumers set, heartbeat key, deliveries hash.
-# ARGV: max entries, consumer name, heartbeat ttl (ms), [an entry BLMOVE already moved, counted first].
+# ARGV: max entries, consumer name, heartbeat ttl (ms), isolate suspects (1/0),
+#       [an entry BLMOVE already moved, counted first].
 # Moves up to ARGV[1] entries from the tail of the queue to the head of the processing list, registers the
 # consumer and renews its heartbeat; returns {entries, earlier deliveries of each (only if any are known)}.
-LIST_FETCH: Final = """
+#
+# An entry delivered before (its consumer died, or it was retried) is a suspect: it may be what killed that
+# consumer. With ARGV[4] = 1 (at-least-once consumers) a suspect is handed out alone, so that if it kills
+# this consumer too, only its own delivery count grows, not that of good entries in the same batch: a
+# suspect met after other entries goes back to the tail of the queue, to be the next fetch's single entry.
+LIST_FETCH: Final = (
+    OOM_NOOP_WRITE.format(key="KEYS[5]")
+    + """
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
 local moved = {}
-if ARGV[4] then moved[1] = ARGV[4] end
-for _ = #moved + 1, tonumber(ARGV[1]) do
+if ARGV[5] then moved[1] = ARGV[5] end
+local isolate = ARGV[4] == '1'
+local counted = redis.call('EXISTS', KEYS[5]) == 1
+local earlier = {}
+local function count_of(entry)
+  if not counted then return 0 end
+  return tonumber(redis.call('HGET', KEYS[5], redis.sha1hex(entry)) or '0')
+end
+if #moved == 1 then earlier[1] = count_of(moved[1]) end
+while #moved < tonumber(ARGV[1]) and not (isolate and earlier[1] and earlier[1] > 0) do
   local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not entry then break end
-  moved[#moved + 1] = entry
-end
-local earlier = {}
-if #moved > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
-  for i, entry in ipairs(moved) do
-    earlier[i] = tonumber(redis.call('HGET', KEYS[5], redis.sha1hex(entry)) or '0')
+  local count = count_of(entry)
+  if isolate and count > 0 and #moved > 0 then
+    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')  -- a suspect: next fetch, alone
+    break
   end
+  moved[#moved + 1] = entry
+  earlier[#moved] = count
 end
 return {moved, earlier}
 """
+)
 
 # KEYS: processing list, deliveries hash. ARGV: how many (from the tail, the oldest).
 # A restarted consumer takes back what it held: each entry counts one more delivery.
-LIST_RECOVER: Final = """
+LIST_RECOVER: Final = (
+    OOM_NOOP_WRITE.format(key="KEYS[2]")
+    + """
 local entries = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
 local counts = {}
 for i, entry in ipairs(entries) do
@@ -97,12 +127,15 @@ for i, entry in ipairs(entries) do
 end
 return {entries, counts}
 """
+)
 
 # KEYS: consumers set, queue, deliveries hash, stats. ARGV: heartbeat key prefix, processing key prefix,
 # this consumer's name. Every other consumer whose heartbeat expired is dead: its processing list goes
 # back to the tail of the queue (oldest consumed first), each entry counting one delivery. Returns how
 # many entries were requeued.
-LIST_REAP: Final = """
+LIST_REAP: Final = (
+    OOM_NOOP_WRITE.format(key="KEYS[3]")
+    + """
 local requeued = 0
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if name ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. name) == 0 then
@@ -119,6 +152,12 @@ end
 if requeued > 0 then redis.call('HINCRBY', KEYS[4], 'reclaimed', requeued) end
 return requeued
 """
+)
+
+# KEYS: heartbeat key, deliveries hash. ARGV: ttl (ms). A heartbeat must beat even when Redis is full.
+LIST_HEARTBEAT: Final = (
+    OOM_NOOP_WRITE.format(key="KEYS[2]") + "redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
+)
 
 # Due retries back onto the queue. KEYS: retry zset, queue, deliveries hash (lists only).
 # ARGV: now (ms), max count. Member layout: see msgrelay.retries.RetryRecord.encode.
@@ -128,9 +167,9 @@ for _, member in ipairs(due) do
   local newline = string.find(member, '\\n', 1, true)
   local raw = string.sub(member, newline + 1)
   local attempts, err = string.match(string.sub(member, 1, newline - 1), '^%S+ (%d+) ?(.*)$')
+  redis.call('ZREM', KEYS[1], member)  -- first: a write Redis allows when full (see OOM_NOOP_WRITE)
 """
 _PROMOTE_TAIL: Final = """
-  redis.call('ZREM', KEYS[1], member)
 end
 return #due
 """
