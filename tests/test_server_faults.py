@@ -10,7 +10,7 @@ import pytest
 from msgrelay.cli import ExitCode
 from msgrelay.config import Settings, load_settings
 from msgrelay.errors import ProduceOutcomeUnknown
-from msgrelay.producer import Producer
+from msgrelay.producer import Producer, send_with_resends
 from msgrelay.redis_server import RedisServer
 from msgrelay.safety import unsafe_settings
 from msgrelay.transport import create_transport
@@ -144,3 +144,35 @@ def test_an_unreachable_redis_fails_send_with_one_line_and_the_password_masked(
     stderr: str = result.stderr  # type: ignore[attr-defined]
     assert "s3cret" not in stderr and "Traceback" not in stderr
     assert stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("transport", ["streams", "lists"])
+def test_send_with_resends_rides_out_a_redis_restart_and_keeps_the_ids(
+    aof_server: RedisServer, transport: str
+) -> None:
+    settings = settings_for(aof_server, transport)
+    producer = Producer.from_settings(settings)
+    messages = producer.build_many([("info", f"m{i}") for i in range(3)])
+    aof_server.stop()
+    failures: list[Exception] = []
+
+    def restart_on_first_failure(error: Exception, delay_s: float) -> None:
+        failures.append(error)
+        if len(failures) == 1:
+            aof_server.start()  # Redis comes back while the producer waits to resend
+
+    try:
+        ids = send_with_resends(producer, messages, within_s=30, report=restart_on_first_failure)
+    finally:
+        producer.close()
+
+    # Then: the send failed once (reported as unknown, never as sent), then went through with the same ids
+    assert len(failures) == 1 and isinstance(failures[0], ProduceOutcomeUnknown)
+    assert ids == [m.id for m in messages]
+    transport_ = create_transport(settings)
+    try:
+        transport_.setup()
+        got = b"".join(d.raw for d in transport_.fetch("c1", 10, 0))
+    finally:
+        transport_.close()
+    assert all(msg_id.encode() in got for msg_id in ids)

@@ -42,7 +42,7 @@ from msgrelay.errors import (
     UnsafeRedisError,
 )
 from msgrelay.monitor import collect_stats
-from msgrelay.producer import Producer
+from msgrelay.producer import Producer, send_with_resends
 from msgrelay.reporting import (
     BatchReporter,
     print_dead_letter,
@@ -70,6 +70,9 @@ class ExitCode(IntEnum):
     UNSAFE_REDIS = 8
     INTERRUPTED = 130
 
+
+SEND_RESEND_FOR_S = 5.0
+"""How long ``msgrelay send`` resends a message whose outcome is unknown (same id) before giving up."""
 
 app = typer.Typer(
     name="msgrelay",
@@ -117,7 +120,9 @@ def send(
     settings = _settings(config, redis_url, transport)
     fields = dict(_parse_field(item) for item in field or [])
     with Producer.from_settings(settings) as producer:
-        out.print(producer.send(msg_type, text, **fields), markup=False)
+        [message] = producer.build_many([(msg_type, text, fields)])
+        [msg_id] = send_with_resends(producer, [message], within_s=SEND_RESEND_FOR_S)
+    out.print(msg_id, markup=False)
 
 
 def _parse_field(item: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -27,6 +27,7 @@ from msgrelay.errors import (
 )
 from msgrelay.levels import normalize_level
 from msgrelay.message import JSONValue, Message
+from msgrelay.retries import Backoff
 from msgrelay.transport.base import Transport
 from msgrelay.transport.connection import create_transport
 
@@ -131,3 +132,29 @@ class Producer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def send_with_resends(
+    producer: Producer,
+    messages: list[Message],
+    *,
+    within_s: float,
+    report: Callable[[Exception, float], None] | None = None,
+) -> list[str]:
+    """Send, riding out a Redis restart or a dropped connection: what may not be stored is resent with the
+    same ids (duplicates stay recognisable downstream), with capped exponential backoff, for at most
+    ``within_s`` seconds; then the last error is raised. An error reply (out of memory ...) is not retried."""
+    backoff = Backoff(base_s=0.1, cap_s=2.0)
+    give_up_at = time.monotonic() + within_s
+    failures = 0
+    while True:
+        try:
+            return producer.send_many(messages)
+        except BrokerConnectionError as exc:
+            failures += 1
+            delay = backoff.delay(failures)
+            if time.monotonic() + delay > give_up_at:
+                raise
+            if report is not None:
+                report(exc, delay)
+            time.sleep(delay)
