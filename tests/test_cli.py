@@ -24,8 +24,10 @@ import redis
 
 from msgrelay import __version__
 from msgrelay.cli import ExitCode
+from msgrelay.config import Settings
 from msgrelay.levels import TYPE_FILES
 from msgrelay.redis_server import free_tcp_port
+from msgrelay.transport import create_transport
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 SpawnCli = Callable[..., subprocess.Popen[str]]
@@ -207,12 +209,12 @@ def test_two_consumers_in_parallel_share_the_backlog_and_never_write_an_id_twice
     run_cli: RunCli, spawn_cli: SpawnCli, transport_name: str, tmp_path: Path
 ) -> None:
     # Given: a backlog big enough that both consumers are still draining when the second one starts
-    # (200 batches with a 10 ms pause each take one consumer alone at least 2 s)
+    # (200 batches with a 30 ms pause each take one consumer alone at least 6 s)
     _produce(run_cli, transport_name, 20000, "--id-log", "ids.txt")
     ledger = _ledger(tmp_path / "ids.txt")
 
     # When: two burst consumers start at the same time, writing into the same folder
-    common = ("consume", "--burst", "-b", "100", "--processing-delay", "0.01", "--log-dir", "logs",
+    common = ("consume", "--burst", "-b", "100", "--processing-delay", "0.03", "--log-dir", "logs",
               "-t", transport_name)  # fmt: skip
     consumers = {name: spawn_cli(*common, "--name", name) for name in ("a", "b")}
     outputs = {name: process.communicate(timeout=60) for name, process in consumers.items()}
@@ -231,7 +233,7 @@ def test_two_consumers_in_parallel_share_the_backlog_and_never_write_an_id_twice
     stats = _stats(run_cli, transport_name)
     assert stats["processed"] == 20000
     assert stats["backlog"] == 0
-    assert stats["pending_by_consumer"] == {"a": 0, "b": 0}
+    assert stats["pending_by_consumer"] == {}  # both held nothing at exit and left the group
 
 
 # ------------------------------------------------------------------------------------------------ 3. send
@@ -344,25 +346,31 @@ def test_stats_reports_produced_processed_backlog_dead_letters_pending_and_memor
     assert set(stats["processed_by_type"]) <= set(TYPE_FILES)
     assert stats["dead_lettered"] == 1
     assert stats["dead_letter_store"] == 1
-    assert stats["pending_by_consumer"] == {"w1": 0}
+    assert stats["pending_by_consumer"] == {}  # w1 held nothing at exit and left
     assert stats["redis_used_memory_bytes"] > 0
 
     # And the human table shows the same things
     human = run_cli("stats", "-t", transport_name)
     assert human.returncode == 0, human.stderr
-    for word in ("produced", "processed", "backlog", "dead-lettered", "pending: w1", "redis used memory"):
+    for word in ("produced", "processed", "backlog", "dead-lettered", "redis used memory"):
         assert word in human.stdout, word
     assert re.search(r"\bproduced\W+100\b", human.stdout), human.stdout
     assert re.search(r"\bprocessed\W+100\b", human.stdout), human.stdout
 
 
-def test_stats_shows_consumer_names_verbatim(run_cli: RunCli, transport_name: str) -> None:
+def test_stats_shows_consumer_names_verbatim(
+    run_cli: RunCli, transport_name: str, make_settings: Callable[..., Settings]
+) -> None:
     """Names are data, not markup: brackets are shown as typed and never crash the command."""
     _produce(run_cli, transport_name, 5)
-    for name in ("w[bold]1", "w[/x]2"):
-        consumed = run_cli("consume", "--burst", "--name", name, "--log-dir", "logs", "-t", transport_name)
-        assert consumed.returncode == 0, consumed.stderr
-        assert f"consumer {name} reading" in consumed.stdout
+    consumed = run_cli("consume", "--burst", "--name", "w[bold]0", "--log-dir", "logs", "-t", transport_name)
+    assert consumed.returncode == 0, consumed.stderr
+    assert "consumer w[bold]0 reading" in consumed.stdout
+    _produce(run_cli, transport_name, 2)
+    holder = create_transport(make_settings(transport_name))
+    for name in ("w[bold]1", "w[/x]2"):  # each holds one entry, so stats lists it
+        assert len(holder.fetch(name, 1, 0)) == 1
+    holder.close()
     human = run_cli("stats", "-t", transport_name)
     assert human.returncode == 0, human.stderr
     assert "pending: w[bold]1" in human.stdout
@@ -377,7 +385,7 @@ def test_config_show_prints_the_effective_config_as_json_with_the_password_maske
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     shown = json.loads(result.stdout)
-    assert set(shown) == {"redis", "queue", "producer", "consumer"}
+    assert set(shown) == {"redis", "queue", "producer", "consumer", "deadletter"}
     assert shown["redis"]["url"] == "redis://:***@example:6379/0"
     assert shown["redis"]["effective_url"] == "redis://:***@example:6379/0"
     assert shown["queue"]["transport"] == "streams"
@@ -512,7 +520,7 @@ def test_sigterm_stops_after_the_current_batch_with_nothing_lost_or_duplicated(
     assert len(ids) == int(totals["written"])
     stats = _stats(run_cli, transport_name)
     assert stats["processed"] == len(ids)
-    assert stats["pending_by_consumer"] == {"stopper": 0}
+    assert stats["pending_by_consumer"] == {}  # the stopped consumer held nothing and left
     assert stats["backlog"] == total - len(ids)
 
     # And the next consumer finishes the rest: every id exactly once in the end

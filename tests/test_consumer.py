@@ -6,7 +6,6 @@ Failures are injected with small sinks written here (they wrap the real LogFileS
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,39 +111,73 @@ class Recorder(ConsumerHook):
         self.failures.append(error)
 
 
-class RecordingSink:
-    """The real file sink, remembering each batch it was given."""
+class WrappingSink:
+    """The real file sink behind a test double; subclasses override ``write_batch``."""
 
     def __init__(self, inner: LogFileSink) -> None:
         self.inner = inner
-        self.batches: list[list[str]] = []
 
-    def write_batch(self, messages: Sequence[Message]) -> None:
-        self.batches.append([m.id for m in messages])
-        self.inner.write_batch(messages)
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        return self.inner.write_batch(messages, handles)
+
+    def already_written(self, handles: Sequence[bytes]) -> set[bytes]:
+        return self.inner.already_written(handles)
+
+    def settled(self) -> None:
+        self.inner.settled()
 
     def close(self) -> None:
         self.inner.close()
 
 
-class FlakySink:
+class RecordingSink(WrappingSink):
+    """The real file sink, remembering each batch it was given."""
+
+    def __init__(self, inner: LogFileSink) -> None:
+        super().__init__(inner)
+        self.batches: list[list[str]] = []
+
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        self.batches.append([m.id for m in messages])
+        return super().write_batch(messages, handles)
+
+
+class FlakySink(WrappingSink):
     """Fails its first ``failures`` batches after writing ``partial`` lines of each (a disk filling up)."""
 
     def __init__(self, inner: LogFileSink, *, failures: int, partial: int = 0) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = failures
         self.partial = partial
         self.calls = 0
 
-    def write_batch(self, messages: Sequence[Message]) -> None:
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
         self.calls += 1
-        if self.calls <= self.failures:
-            self.inner.write_batch(messages[: self.partial])
-            raise SinkError("No space left on device")
-        self.inner.write_batch(messages)
+        if self.calls > self.failures:
+            return super().write_batch(messages, handles)
+        super().write_batch(messages[: self.partial], handles[: self.partial])
+        raise SinkError("No space left on device")
 
-    def close(self) -> None:
-        self.inner.close()
+
+class FullErrorFileSink(WrappingSink):
+    """error.log is full until ``healthy_lines`` lines of other types have been written."""
+
+    def __init__(self, inner: LogFileSink, *, healthy_lines: int) -> None:
+        super().__init__(inner)
+        self.healthy_lines = healthy_lines
+        self.other_lines = 0
+        self.failed_writes = 0
+
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
+        if self.other_lines >= self.healthy_lines:
+            return super().write_batch(messages, handles)
+        healthy = [m for m in messages if m.type != "ERROR"]
+        super().write_batch(healthy, [])
+        self.other_lines += len(healthy)
+        if len(healthy) < len(messages):
+            self.failed_writes += 1
+            raise SinkError("No space left on device", failed_types=frozenset({"ERROR"}))
+        return []
 
 
 # --- the happy path -----------------------------------------------------------------------------------
@@ -204,9 +237,9 @@ def test_a_batch_is_acknowledged_only_after_the_sink_returned(
     seen_while_writing: list[tuple[dict[str, int], int]] = []
 
     class InspectingSink(RecordingSink):
-        def write_batch(self, messages: Sequence[Message]) -> None:
+        def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[tuple[int, str]]:
             seen_while_writing.append((observer.pending(), observer.stats().get(Stat.PROCESSED, 0)))
-            super().write_batch(messages)
+            return super().write_batch(messages, handles)
 
     make_consumer(InspectingSink(file_sink)).run(burst=True)
 
@@ -217,34 +250,53 @@ def test_a_batch_is_acknowledged_only_after_the_sink_returned(
 # --- failures -----------------------------------------------------------------------------------------
 
 
-def test_failed_write_leaves_the_whole_batch_unacknowledged_and_it_is_written_after_recovery(
+def test_failed_write_is_never_acknowledged_and_is_written_once_the_disk_recovers(
     settings: Settings, producer: Producer, observer: Transport, file_sink: LogFileSink, make_consumer: Any
 ) -> None:
     ids = send(producer, 12)
     sink = FlakySink(file_sink, failures=2, partial=2)  # two lines of the batch reach the file each time
-    seen_at_failure: list[tuple[dict[str, int], int, int | None]] = []
+    seen_at_failure: list[tuple[int, int]] = []
 
     class Watch(Recorder):
         def on_failure(self, error: Exception, retry_in_s: float) -> None:
             super().on_failure(error, retry_in_s)
             seen_at_failure.append(
-                (observer.pending(), observer.stats().get(Stat.PROCESSED, 0), observer.backlog())
+                (sum(observer.pending().values()), observer.stats().get(Stat.PROCESSED, 0))
             )
 
     watch = Watch()
     totals = make_consumer(sink, watch).run(burst=True)
 
-    # while the sink was failing: the whole first batch still held, nothing counted as processed
-    assert seen_at_failure == [({CONSUMER: 5}, 0, 7)] * 2
+    # while the sink was failing: what was fetched stayed held (pending), nothing counted as processed
+    assert len(seen_at_failure) == 2
+    assert all(pending >= 5 and processed == 0 for pending, processed in seen_at_failure)
     assert all(isinstance(e, SinkError) for e in watch.failures)
     # after it recovered: every message written, none missing (the partial lines are duplicates)
     lines = written_ids(settings)
     assert set(lines) == set(ids)
-    assert all(count >= 1 for count in Counter(lines).values())
-    assert lines[-len(ids) :] == ids  # the retried batch in full, then the rest, in order
-    assert watch.results[0].recovered  # the retry came from the consumer's own unsettled entries
-    assert (totals.written, totals.batches, totals.failed_attempts) == (12, 3, 0)
+    assert len(lines) == len(ids) + 4  # exactly the two partial lines of each failed attempt repeat
+    assert (totals.written, totals.failed_attempts) == (12, 0)
     assert observer.stats()[Stat.PROCESSED] == 12
+    assert sum(observer.pending().values()) == 0
+
+
+def test_a_full_file_does_not_stop_the_other_types_and_catches_up_when_space_returns(
+    settings: Settings, producer: Producer, observer: Transport, file_sink: LogFileSink, make_consumer: Any
+) -> None:
+    # Given: error.log cannot be written until every INFO line is written; info.log is fine
+    infos = send(producer, 6, "info")
+    errors = send(producer, 4, "error")
+    infos += send(producer, 6, "info")
+    sink = FullErrorFileSink(file_sink, healthy_lines=12)
+
+    make_consumer(sink).run(burst=True)
+
+    # Then: the INFO lines kept flowing while ERROR was failing (they made it healthy again) ...
+    assert sink.failed_writes >= 1
+    assert file_ids(settings, "INFO") == infos
+    # ... and ERROR caught up, each line once, nothing left pending
+    assert file_ids(settings, "ERROR") == errors
+    assert observer.stats()[Stat.PROCESSED] == 16
     assert sum(observer.pending().values()) == 0
 
 
@@ -260,11 +312,10 @@ def test_burst_with_a_permanently_failing_sink_gives_up_after_max_failures(
         consumer.run(burst=True)
 
     assert sink.calls == BURST_MAX_FAILURES
-    assert len(recorder.failures) == BURST_MAX_FAILURES - 1  # backed off between attempts
+    assert len(recorder.failures) == BURST_MAX_FAILURES  # backed off after each attempt
     assert recorder.results == []
-    # nothing was lost: the batch is still held for the next run, the rest still queued
-    assert observer.pending() == {CONSUMER: 5}
-    assert observer.backlog() == 7
+    # nothing was lost: everything fetched is still held for the next run
+    assert sum(observer.pending().values()) + (observer.backlog() or 0) == 12
     assert Stat.PROCESSED not in observer.stats()
 
 

@@ -8,8 +8,9 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         [
             "BatchResult", "BrokerConnectionError", "BrokerError", "BrokerResponseError",
             "BrokerTimeoutError",
-            "ConfigError", "Consumer", "ConsumerHook", "Delivery", "DecodeError", "LogFileSink", "Message",
-            "MessageError", "MessageTooLarge", "MsgrelayError", "Producer", "Settings", "Sink", "SinkError",
+            "ConfigError", "Consumer", "ConsumerHook", "DeadLetterStore", "Delivery", "DecodeError",
+            "LogFileSink", "Message", "MessageError", "MessageTooLarge", "MsgrelayError",
+            "ProduceOutcomeUnknown", "Producer", "Settings", "Sink", "SinkError",
             "Totals", "__version__", "load_settings",
         ]
     )  # fmt: skip

@@ -7,6 +7,7 @@ with Producer.from_settings(load_settings()) as producer:
 
 from msgrelay.config import Settings, load_settings
 from msgrelay.consumer import BatchResult, Consumer, ConsumerHook, Totals
+from msgrelay.dlq import DeadLetterStore
 from msgrelay.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -17,6 +18,7 @@ from msgrelay.errors import (
     MessageError,
     MessageTooLarge,
     MsgrelayError,
+    ProduceOutcomeUnknown,
     SinkError,
 )
 from msgrelay.message import Delivery, Message
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "Consumer",
     "ConsumerHook",
+    "DeadLetterStore",
     "DecodeError",
     "Delivery",
     "LogFileSink",
@@ -41,6 +44,7 @@ __all__ = [
     "MessageError",
     "MessageTooLarge",
     "MsgrelayError",
+    "ProduceOutcomeUnknown",
     "Producer",
     "Settings",
     "Sink",

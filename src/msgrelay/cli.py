@@ -5,8 +5,12 @@ Errors from the library are caught once, in :func:`main`, and printed as one lin
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +21,16 @@ from rich.console import Console
 
 from msgrelay import __version__
 from msgrelay.config import Settings, load_settings, masked_dump
-from msgrelay.consumer import Consumer
+from msgrelay.consumer import Consumer, ConsumerHook
+from msgrelay.dlq import (
+    ALL,
+    DeadLetterFilter,
+    DeadLetterRetention,
+    DeadLetterStore,
+    ReplayResult,
+    Selection,
+    is_entry_id,
+)
 from msgrelay.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -26,11 +39,21 @@ from msgrelay.errors import (
     MessageError,
     MsgrelayError,
     SinkError,
+    UnsafeRedisError,
 )
 from msgrelay.monitor import collect_stats
 from msgrelay.producer import Producer
-from msgrelay.reporting import BatchReporter, print_stats, print_totals
+from msgrelay.reporting import (
+    BatchReporter,
+    print_dead_letter,
+    print_dead_letters,
+    print_plain,
+    print_stats,
+    print_totals,
+)
+from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
+from msgrelay.transport.base import Transport
 from msgrelay.transport.connection import create_transport
 
 
@@ -43,6 +66,7 @@ class ExitCode(IntEnum):
     REDIS_ERROR = 5
     SINK_FAILED = 6
     INVALID_MESSAGE = 7
+    UNSAFE_REDIS = 8
     INTERRUPTED = 130
 
 
@@ -151,6 +175,17 @@ def consume(
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
     line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    claim_idle: Annotated[
+        float | None,
+        typer.Option("--claim-idle", help="Seconds before a silent consumer's entries are taken over."),
+    ] = None,
+    max_deliveries: Annotated[
+        int | None, typer.Option("--max-deliveries", help="Deliveries before an entry is dead-lettered.")
+    ] = None,
+    delivery: Annotated[
+        str | None,
+        typer.Option("--delivery", help="at_least_once (default) or effectively_once (no duplicate line)."),
+    ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
     config: ConfigOpt = None,
@@ -167,20 +202,34 @@ def consume(
         "fsync": fsync,
         "line_format": line_format,
         "consumer_name": name,
+        "claim_idle_s": claim_idle,
+        "max_deliveries": max_deliveries,
+        "delivery": delivery,
     }
+    stop_requested = threading.Event()  # a signal during start-up: stop before taking any work
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     settings = _settings(config, redis_url, transport, consumer=consumer_flags)
-    if settings.redis.socket_timeout_s <= settings.consumer.block_timeout_s:
-        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    _check_timeouts(settings)
     queue_transport = create_transport(settings)
+    _check_server(queue_transport, settings)
     cs = settings.consumer
     sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
     reporter = None if quiet else BatchReporter(out)
-    hooks = [] if reporter is None else [reporter]
+    retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
+    hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
     consumer = Consumer(
-        queue_transport, sink, cs, max_message_bytes=settings.queue.max_message_bytes, hooks=hooks
+        queue_transport,
+        sink,
+        cs,
+        max_message_bytes=settings.queue.max_message_bytes,
+        hooks=hooks,
+        trim_interval_s=settings.queue.trim_interval_s,
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: consumer.stop())
+    if stop_requested.is_set():
+        consumer.stop()
     out.print(
         f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
         f"into {sink.log_dir}" + (" (burst)" if burst else ""),
@@ -194,6 +243,29 @@ def consume(
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
+
+
+def _check_timeouts(settings: Settings) -> None:
+    cs = settings.consumer
+    if settings.redis.socket_timeout_s <= cs.block_timeout_s:
+        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    if cs.claim_idle_s <= cs.block_timeout_s:
+        raise ConfigError(
+            "consumer.claim_idle_s must be larger than consumer.block_timeout_s, or live consumers "
+            "would look dead to each other"
+        )
+
+
+def _check_server(queue_transport: Transport, settings: Settings) -> None:
+    """Warn loudly (or refuse) when Redis may evict or forget queue data."""
+    problems = unsafe_settings(queue_transport.client, queue_transport.url)
+    if not problems:
+        return
+    if settings.consumer.unsafe_redis == "refuse":
+        queue_transport.close()
+        raise UnsafeRedisError("unsafe Redis settings: " + "; ".join(problems))
+    for problem in problems:
+        err.print(f"WARNING: {problem}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -214,6 +286,182 @@ def stats(
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print_stats(out, report)
+
+
+# --------------------------------------------------------------------------------------------------- dlq
+
+dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter store.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason (oversize, ...).")]
+TypeFilterOpt = Annotated[
+    str | None, typer.Option("--type", help="Only this message type (dead letters that decoded).")
+]
+EntryIdsArg = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="ID", help="Dead-letter ids (<ms>-<seq>).", show_default=False),
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
+
+
+@contextmanager
+def _dead_letter_store(
+    config: Path | None, redis_url: str | None, transport: str | None
+) -> Iterator[DeadLetterStore]:
+    """The store, with the retention of ``[deadletter]`` applied first: every dlq command enforces it."""
+    settings = _settings(config, redis_url, transport)
+    queue_transport = create_transport(settings)
+    try:
+        store = DeadLetterStore.from_transport(queue_transport)
+        retention = settings.deadletter
+        trimmed = store.apply_retention(retention.retention_s, retention.max_entries)
+        if trimmed:
+            print_plain(err, f"retention: trimmed {_dead_letters(trimmed)} ([deadletter] settings)")
+        yield store
+    finally:
+        queue_transport.close()
+
+
+def _entry_ids(ids: list[str] | None) -> list[str]:
+    bad = [entry_id for entry_id in ids or [] if not is_entry_id(entry_id)]
+    if bad:
+        raise typer.BadParameter(f"not a dead-letter id (<ms>-<seq>): {bad[0]!r}", param_hint="ID")
+    return list(ids or [])
+
+
+def _selection(ids: list[str] | None, everything: bool, where: DeadLetterFilter, choices: str) -> Selection:
+    """Exactly one way of choosing entries: ids, --all, or filters (which combine)."""
+    entry_ids = _entry_ids(ids)
+    given = [bool(entry_ids), everything, where != ALL]
+    if given.count(True) != 1:
+        raise typer.BadParameter(f"choose the dead letters with exactly one of: {choices}")
+    return entry_ids or where
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: ReasonOpt = None,
+    msg_type: TypeFilterOpt = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="Only from this queue key.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 100,
+    after: Annotated[str | None, typer.Option("--after", help="Start after this id (next page).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="The whole raw entry, not a preview.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Dead letters, oldest first; raw entries are shown escaped."""
+    if after is not None:
+        _entry_ids([after])
+    with _dead_letter_store(config, redis_url, transport) as store:
+        entries = store.list(reason, msg_type, origin, limit=limit, after=after)
+        total = store.count()
+    if as_json:
+        document = {"entries": [entry.as_dict() for entry in entries], "shown": len(entries), "total": total}
+        _write_json(document)
+        return
+    print_dead_letters(out, entries, full_raw=raw)
+    more = f" (next page: --after {entries[-1].id})" if len(entries) == limit else ""
+    print_plain(out, f"{_dead_letters(len(entries))} shown, {total} in {store.key}{more}")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Dead-letter id (<ms>-<seq>).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Every field of one dead letter, with its whole raw entry (escaped)."""
+    _entry_ids([entry_id])
+    with _dead_letter_store(config, redis_url, transport) as store:
+        entry = store.get(entry_id)
+    if entry is None:
+        print_plain(err, f"error: no dead letter {entry_id} in {store.key}")
+        raise typer.Exit(ExitCode.FAILURE)
+    if as_json:
+        _write_json(entry.as_dict())
+    else:
+        print_dead_letter(out, entry)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: EntryIdsArg = None,
+    everything: AllOpt = False,
+    reason: ReasonOpt = None,
+    msg_type: TypeFilterOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be replayed.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Put dead letters back on their queues (each leaves the store atomically); truncated ones are refused.
+
+    Exits 1 when ids were named and not all of them could be replayed.
+    """
+    where = DeadLetterFilter(reason=reason, msg_type=msg_type)
+    selection = _selection(ids, everything, where, "ID..., --all, --reason/--type")
+    with _dead_letter_store(config, redis_url, transport) as store:
+        result = store.replay(selection, dry_run=dry_run)
+    print_plain(out, _replay_summary(result))
+    if result.skipped and not isinstance(selection, DeadLetterFilter):
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _replay_summary(result: ReplayResult) -> str:
+    verb = "dry run: would replay" if result.dry_run else "replayed"
+    summary = f"{verb} {_dead_letters(result.replayed)} onto their queues"
+    skipped = [
+        (result.truncated, "truncated (oversize: only a preview was kept, the message is lost; purge them)"),
+        (result.missing, "not found"),
+        (result.bad_origin, "with no stream or list to go back to"),
+    ]
+    reasons = [f"{count} {why}" for count, why in skipped if count]
+    return summary + (f"; skipped {result.skipped}: " + ", ".join(reasons) if reasons else "")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: EntryIdsArg = None,
+    everything: AllOpt = False,
+    reason: ReasonOpt = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option("--older-than", min=0, metavar="SECONDS", help="Only dead letters older than SECONDS."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Delete dead letters for good. Asks first on a terminal; elsewhere needs --yes."""
+    where = DeadLetterFilter(reason=reason, older_than_s=older_than)
+    selection = _selection(ids, everything, where, "ID..., --all, --reason/--older-than")
+    if not yes and not sys.stdin.isatty():
+        print_plain(err, "error: purge deletes dead letters for good: add --yes (no terminal to confirm on)")
+        raise typer.Exit(ExitCode.USAGE)
+    with _dead_letter_store(config, redis_url, transport) as store:
+        if not yes:
+            matching = store.count(selection)
+            question = f"Purge {_dead_letters(matching)} from {store.key} for good?"
+            if not typer.confirm(question, default=False):
+                print_plain(out, "purge cancelled: nothing deleted")
+                raise typer.Exit(ExitCode.FAILURE)
+        purged = store.purge(selection)
+    print_plain(out, f"purged {_dead_letters(purged)} from {store.key}")
+
+
+def _dead_letters(count: int) -> str:
+    return f"{count} dead letter" + ("" if count == 1 else "s")
+
+
+def _write_json(document: object) -> None:
+    # ASCII-only JSON: control characters, bidi overrides and the like in dead letters arrive as \uXXXX.
+    text = json.dumps(document, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f")
+    sys.stdout.write(text + "\n")
 
 
 @config_app.command("show")
@@ -255,18 +503,20 @@ def _root(
     """Reliable, fast message processing on Redis."""
 
 
+_EXIT_CODES: tuple[tuple[type[MsgrelayError], ExitCode], ...] = (
+    (ConfigError, ExitCode.CONFIG_ERROR),
+    (UnsafeRedisError, ExitCode.UNSAFE_REDIS),
+    (BrokerConnectionError, ExitCode.REDIS_UNAVAILABLE),
+    (BrokerTimeoutError, ExitCode.REDIS_UNAVAILABLE),
+    (BrokerError, ExitCode.REDIS_ERROR),
+    (SinkError, ExitCode.SINK_FAILED),
+    (MessageError, ExitCode.INVALID_MESSAGE),
+)
+"""The first class that matches decides (subclasses before their parents)."""
+
+
 def exit_code_for(error: MsgrelayError) -> ExitCode:
-    if isinstance(error, ConfigError):
-        return ExitCode.CONFIG_ERROR
-    if isinstance(error, BrokerConnectionError | BrokerTimeoutError):
-        return ExitCode.REDIS_UNAVAILABLE
-    if isinstance(error, BrokerError):
-        return ExitCode.REDIS_ERROR
-    if isinstance(error, SinkError):
-        return ExitCode.SINK_FAILED
-    if isinstance(error, MessageError):
-        return ExitCode.INVALID_MESSAGE
-    return ExitCode.FAILURE
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), ExitCode.FAILURE)
 
 
 _HINTS: dict[ExitCode, str] = {

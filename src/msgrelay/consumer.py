@@ -2,12 +2,17 @@
 
 One loop, deliberately thin::
 
-    recover own unsettled entries  ->  fetch a batch  ->  decode (bad entries become dead letters)
-        ->  sink.write_batch (durable on return)  ->  transport.settle (ack + dead letters, atomically)
+    take work: own unsettled entries (after a restart) -> entries abandoned by dead consumers -> new ones
+        ->  triage (poison and undecodable entries become dead letters)
+        ->  sink.write_batch (durable on return)  ->  transport.settle (ack + dead letters + retries, atomic)
 
 A batch is acknowledged only after the sink returned, so a crash at any instant loses nothing: the entries
-are still owned by this consumer and come back through ``recover``. ``stop()`` (called from a signal
-handler) lets the current batch finish and settle, then ``run`` returns.
+are still owned by this consumer and come back through ``recover`` (same name) or ``reclaim`` (any live
+consumer, once they have been idle for ``claim_idle_s``). An entry delivered more than ``max_deliveries``
+times (it crashed every consumer that took it) is dead-lettered; a message the sink rejects is retried with
+capped exponential backoff, then dead-lettered. Lines whose *file* cannot be written (disk full) are held
+in memory, owned and kept from being reclaimed, and written again with backoff while the other types keep
+flowing. ``stop()`` (called from a signal handler) lets the current batch finish and settle.
 
 Cross-cutting behaviour (printing, metrics) plugs in as :class:`ConsumerHook` objects; a hook that raises is
 logged and the consumer goes on.
@@ -29,13 +34,22 @@ from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
 from msgrelay.errors import BrokerConnectionError, BrokerTimeoutError, DecodeError, SinkError
 from msgrelay.message import Delivery, Message
+from msgrelay.retries import Backoff, RetryPolicy, RetryRecord
 from msgrelay.sinks.base import Sink
 from msgrelay.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BURST_MAX_FAILURES", "Backoff", "BatchResult", "Consumer", "ConsumerHook", "Totals"]
+
 BURST_MAX_FAILURES = 5
 """In burst mode, give up (raise) after this many consecutive failed attempts at one batch."""
+HELD_BATCHES_MAX = 10
+"""Lines waiting for an unwritable file, in batches, before the consumer stops taking new work."""
+PROMOTE_MAX = 1000
+"""Due retries moved back onto the queue per maintenance turn."""
+
+Pair = tuple[Delivery, Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,8 @@ class BatchResult:
     dead_lettered: int
     duration_s: float
     recovered: bool = False
+    retried: int = 0
+    held: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -62,6 +78,7 @@ class Totals:
     fetched: int = 0
     written: int = 0
     dead_lettered: int = 0
+    retried: int = 0
     failed_attempts: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -70,6 +87,7 @@ class Totals:
         self.fetched += result.fetched
         self.written += result.written
         self.dead_lettered += result.dead_lettered
+        self.retried += result.retried
 
     @property
     def elapsed_s(self) -> float:
@@ -85,20 +103,23 @@ class ConsumerHook:
     def on_failure(self, error: Exception, retry_in_s: float) -> None:
         """Called when a batch could not be written or settled; it will be retried after ``retry_in_s``."""
 
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff, pure: ``delay(n)`` for the n-th consecutive failure (n >= 1)."""
-
-    base_s: float = 0.1
-    cap_s: float = 5.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap_s, self.base_s * 2 ** (failures - 1)))
+    def on_maintenance(self) -> None:
+        """Called every maintenance turn (about once a second): a place for housekeeping."""
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True)
+class _Triage:
+    """One batch sorted out: what to write, what is dead, what to retry."""
+
+    to_write: list[Pair] = field(default_factory=list)
+    written: list[Pair] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    retries: list[RetryRecord] = field(default_factory=list)
+    held: list[Pair] = field(default_factory=list)
 
 
 class Consumer:
@@ -112,6 +133,7 @@ class Consumer:
         *,
         max_message_bytes: int,
         hooks: Sequence[ConsumerHook] = (),
+        trim_interval_s: float = 10.0,
     ) -> None:
         self.transport = transport
         self.sink = sink
@@ -119,9 +141,20 @@ class Consumer:
         self.max_message_bytes = max_message_bytes
         self.hooks = list(hooks)
         self.name = settings.consumer_name or default_consumer_name()
-        self.backoff = Backoff()
+        self.backoff = Backoff(cap_s=min(5.0, settings.claim_idle_s / 3))
+        self.retry_policy = RetryPolicy(
+            settings.retry_backoff_s, settings.retry_backoff_cap_s, settings.max_deliveries
+        )
+        self.trim_interval_s = trim_interval_s
+        self.maintenance_interval_s = min(1.0, settings.claim_idle_s / 4)
         self.totals = Totals()
         self._stopping = threading.Event()
+        self._held: list[Pair] = []
+        self._held_types: set[str] = set()
+        self._held_retry_at = 0.0
+        self._next_maintenance = 0.0
+        self._next_trim = 0.0
+        self._reclaiming = True
 
     def stop(self) -> None:
         """Finish and settle the current batch, then return from ``run``. Safe from a signal handler."""
@@ -131,16 +164,25 @@ class Consumer:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    # --- the loop -------------------------------------------------------------------------------------
+
     def run(self, *, burst: bool = False) -> Totals:
-        """Process until ``stop()``; with ``burst``, until the queue is empty."""
+        """Process until ``stop()``; with ``burst``, until the queue is empty (nothing held or pending)."""
         self.totals = Totals()
         self.transport.setup()
         recovering = True  # first settle whatever an earlier run of this consumer name left unsettled
         while not self.stopping:
             try:
-                deliveries = self.transport.recover(self.name, self.settings.batch_size) if recovering else []
+                self._maintain()
+                if self._retry_held_if_due(burst):
+                    continue
+                deliveries = self._recover() if recovering else []
+                recovered = bool(deliveries)
                 if not deliveries:
                     recovering = False
+                    deliveries = self._take_abandoned()
+                    recovered = bool(deliveries)
+                if not deliveries and len(self._held) < HELD_BATCHES_MAX * self.settings.batch_size:
                     deliveries = self._next_batch(burst)
             except (BrokerConnectionError, BrokerTimeoutError) as exc:
                 if burst:
@@ -148,15 +190,44 @@ class Consumer:
                 self._back_off(exc)  # redis-py reconnects on the next command
                 recovering = True  # a read whose reply was lost still made its entries ours
                 continue
-            if not deliveries:
-                if burst:
-                    break
-                continue
-            if self._process_with_retry(deliveries, recovered=recovering, burst=burst):
-                self._stopping.wait(self.settings.processing_delay_s)
-            else:
-                recovering = True  # the failed batch is still ours: take it again from recovery
+            if deliveries:
+                recovering |= not self._process_with_retry(deliveries, recovered=recovered, burst=burst)
+            elif self._held:
+                self._stopping.wait(max(0.0, self._held_retry_at - time.monotonic()))
+            elif burst:
+                break
+        self._leave()
         return self.totals
+
+    def _recover(self) -> list[Delivery]:
+        """What this consumer name holds from an earlier run or a lost reply, except lines held in memory."""
+        batch = self.transport.recover(self.name, self.settings.batch_size + len(self._held))
+        if self._held:
+            in_memory = {delivery.handle for delivery, _ in self._held}
+            batch = [delivery for delivery in batch if delivery.handle not in in_memory]
+        return batch[: self.settings.batch_size]
+
+    def _maintain(self) -> None:
+        """Housekeeping at most every ``maintenance_interval_s``: liveness, reaper, due retries, trimming."""
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.maintenance_interval_s
+        self.transport.heartbeat(self.name, self.settings.claim_idle_s)
+        self._reclaiming = True
+        self.transport.promote_retries(int(time.time() * 1000), PROMOTE_MAX)
+        if self.trim_interval_s > 0 and now >= self._next_trim:
+            self._next_trim = now + self.trim_interval_s
+            self.transport.trim()
+        self._call_hooks("on_maintenance")
+
+    def _take_abandoned(self) -> list[Delivery]:
+        """Entries dead consumers left behind, checked once per maintenance turn while there are any."""
+        if not self._reclaiming:
+            return []
+        batch = self.transport.reclaim(self.name, self.settings.batch_size, self.settings.claim_idle_s)
+        self._reclaiming = len(batch) >= self.settings.batch_size  # a full batch: there may be more
+        return batch
 
     def _next_batch(self, burst: bool) -> list[Delivery]:
         size = self.settings.batch_size
@@ -170,60 +241,167 @@ class Consumer:
                 batch += self.transport.fetch(self.name, size - len(batch), remaining)
         return batch
 
-    def _process_with_retry(self, deliveries: list[Delivery], *, recovered: bool, burst: bool) -> bool:
-        """Process one batch; on failure back off. Returns whether the batch was settled.
+    def _leave(self) -> None:
+        try:
+            self.transport.leave(self.name)
+        except (BrokerConnectionError, BrokerTimeoutError):
+            log.warning("could not unregister consumer %s; the reaper will", self.name)
 
-        A failed batch is not retried here: its entries stay owned by this consumer, and the next turn of
-        ``run`` finds them again through ``recover``.
-        """
+    # --- one batch ------------------------------------------------------------------------------------
+
+    def _process_with_retry(self, deliveries: list[Delivery], *, recovered: bool, burst: bool) -> bool:
+        """Process one batch. False if Redis failed us: the entries are still ours, to be read again."""
         try:
             result = self.process(deliveries, recovered=recovered)
-        except (SinkError, BrokerConnectionError, BrokerTimeoutError) as exc:
+        except (BrokerConnectionError, BrokerTimeoutError) as exc:
             if burst and self.totals.failed_attempts + 1 >= BURST_MAX_FAILURES:
                 raise
             self._back_off(exc)
             return False
-        self.totals.failed_attempts = 0
-        self.totals.add(result)
-        self._call_hooks("after_batch", result, self.totals)
+        if not self._held:
+            self.totals.failed_attempts = 0
+        self._record(result)
         return True
+
+    def _record(self, result: BatchResult) -> None:
+        self.totals.add(result)
+        if result.written or result.dead_lettered or result.retried:
+            self._call_hooks("after_batch", result, self.totals)
+
+    def process(self, deliveries: Sequence[Delivery], *, recovered: bool = False) -> BatchResult:
+        """Triage, write and settle one batch. Raises if it could not be settled (nothing acknowledged)."""
+        started = time.monotonic()
+        triage = self._triage(deliveries)
+        self._write(triage)
+        self._settle(triage)
+        return BatchResult(
+            len(deliveries),
+            len(triage.written),
+            len(triage.dead),
+            time.monotonic() - started,
+            recovered,
+            retried=len(triage.retries),
+            held=len(triage.held),
+        )
+
+    def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
+        triage = _Triage()
+        for delivery in deliveries:
+            if delivery.attempt > self.retry_policy.max_deliveries:
+                detail = f"delivered {delivery.attempt} times without being processed"
+                detail += f"; last error: {delivery.last_error}" if delivery.last_error else ""
+                triage.dead.append(self._dead_letter(delivery, "max_deliveries", detail))
+                continue
+            try:
+                message = decode(delivery.raw, source_id=delivery.source_id, max_bytes=self.max_message_bytes)
+            except DecodeError as exc:
+                triage.dead.append(DeadLetter(delivery, exc.reason, exc.detail))
+                continue
+            except Exception as exc:  # a decoder bug must cost one message, never the worker
+                log.exception("unexpected error decoding an entry; dead-lettering it")
+                triage.dead.append(DeadLetter(delivery, "decode_crash", f"{type(exc).__name__}: {exc}"))
+                continue
+            if message.type in self._held_types:
+                triage.held.append((delivery, message))  # its file is failing: wait with the others
+            else:
+                triage.to_write.append((delivery, message))
+        self._skip_already_written(triage)
+        return triage
+
+    def _skip_already_written(self, triage: _Triage) -> None:
+        """Effectively-once files: redelivered entries a crashed write already put on disk are only acked."""
+        redelivered = [delivery.handle for delivery, _ in triage.to_write if delivery.attempt > 1]
+        if not redelivered:
+            return
+        done = self.sink.already_written(redelivered)
+        if done:
+            triage.written += [pair for pair in triage.to_write if pair[0].handle in done]
+            triage.to_write = [pair for pair in triage.to_write if pair[0].handle not in done]
+
+    def _write(self, triage: _Triage) -> None:
+        """Write ``to_write``; sort the outcome into written, retries / dead letters, and held lines."""
+        pairs = triage.to_write
+        if not pairs:
+            return
+        messages = [message for _, message in pairs]
+        try:
+            rejected = dict(self.sink.write_batch(messages, [delivery.handle for delivery, _ in pairs]))
+        except SinkError as exc:
+            # Lines of the failed files stay ours, in memory, and are written again after a backoff.
+            failed = exc.failed_types or frozenset(message.type for message in messages)
+            self._hold([pair for pair in pairs if pair[1].type in failed], exc)
+            pairs = [pair for pair in pairs if pair[1].type not in failed]
+            rejected = {}
+        now_ms = int(time.time() * 1000)
+        for index, pair in enumerate(pairs):
+            error = rejected.get(index)
+            if error is None:
+                triage.written.append(pair)
+            elif self.retry_policy.exhausted(pair[0].attempt):
+                triage.dead.append(self._dead_letter(pair[0], "processing_failed", error, pair[1]))
+            else:
+                due_ms = now_ms + int(self.retry_policy.delay_s(pair[0].attempt) * 1000)
+                triage.retries.append(RetryRecord(pair[0], error, due_ms))
+
+    def _settle(self, triage: _Triage) -> None:
+        type_counts = Counter(message.type for _, message in triage.written)
+        delivered = [delivery for delivery, _ in triage.written]
+        self.transport.settle(self.name, delivered, triage.dead, type_counts, triage.retries)
+        self.sink.settled()
+        self._held += triage.held
+
+    def _dead_letter(
+        self, delivery: Delivery, reason: str, detail: str, message: Message | None = None
+    ) -> DeadLetter:
+        msg_type = message.type if message is not None else ""
+        return DeadLetter(delivery, reason, f"{detail} (attempt {delivery.attempt})"[:1000], msg_type)
+
+    # --- lines whose file is failing ------------------------------------------------------------------
+
+    def _hold(self, pairs: list[Pair], error: SinkError) -> None:
+        self._held += pairs
+        self._held_types.update(message.type for _, message in pairs)
+        self._held_failed(error)
+
+    def _held_failed(self, error: Exception) -> None:
+        self.totals.failed_attempts += 1
+        delay = self.backoff.delay(self.totals.failed_attempts)
+        self._held_retry_at = time.monotonic() + delay
+        self._call_hooks("on_failure", error, delay)
+
+    def _retry_held_if_due(self, burst: bool) -> bool:
+        """Write the held lines again once their backoff is over. Returns whether it tried."""
+        if not self._held or time.monotonic() < self._held_retry_at:
+            return False
+        if burst and self.totals.failed_attempts >= BURST_MAX_FAILURES:
+            raise SinkError(
+                f"gave up after {self.totals.failed_attempts} failed writes; nothing acknowledged"
+            )
+        self.transport.touch(self.name, [delivery for delivery, _ in self._held])
+        held, self._held, self._held_types = self._held, [], set()
+        started = time.monotonic()
+        triage = _Triage(to_write=held)
+        self._write(triage)
+        self._settle(triage)
+        if not self._held:
+            self.totals.failed_attempts = 0
+        result = BatchResult(
+            len(held),
+            len(triage.written),
+            len(triage.dead),
+            time.monotonic() - started,
+            retried=len(triage.retries),
+        )
+        self._record(result)
+        return True
+
+    # --- plumbing -------------------------------------------------------------------------------------
 
     def _back_off(self, error: Exception) -> None:
         self.totals.failed_attempts += 1
         delay = self.backoff.delay(self.totals.failed_attempts)
         self._call_hooks("on_failure", error, delay)
         self._stopping.wait(delay)
-
-    def process(self, deliveries: Sequence[Delivery], *, recovered: bool = False) -> BatchResult:
-        """Decode, write and settle one batch. Raises if the batch could not be written or settled."""
-        started = time.monotonic()
-        messages, written, dead = self._decode_all(deliveries)
-        if messages:
-            self.sink.write_batch(messages)
-        type_counts = Counter(message.type for message in messages)
-        self.transport.settle(self.name, written, dead, type_counts)
-        return BatchResult(len(deliveries), len(written), len(dead), time.monotonic() - started, recovered)
-
-    def _decode_all(
-        self, deliveries: Sequence[Delivery]
-    ) -> tuple[list[Message], list[Delivery], list[DeadLetter]]:
-        messages: list[Message] = []
-        written: list[Delivery] = []
-        dead: list[DeadLetter] = []
-        for delivery in deliveries:
-            try:
-                messages.append(
-                    decode(delivery.raw, source_id=delivery.source_id, max_bytes=self.max_message_bytes)
-                )
-            except DecodeError as exc:
-                dead.append(DeadLetter(delivery, exc.reason, exc.detail))
-                continue
-            except Exception as exc:  # a decoder bug must cost one message, never the worker
-                log.exception("unexpected error decoding an entry; dead-lettering it")
-                dead.append(DeadLetter(delivery, "decode_crash", f"{type(exc).__name__}: {exc}"))
-                continue
-            written.append(delivery)
-        return messages, written, dead
 
     def _call_hooks(self, method: str, *args: object) -> None:
         for hook in self.hooks:

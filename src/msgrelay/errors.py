@@ -2,8 +2,10 @@
 
     MsgrelayError
     ├── ConfigError                 bad or unknown setting, unreadable config file
+    ├── UnsafeRedisError            the server may evict or forget queue data, and we were told to refuse
     ├── BrokerError                 anything that went wrong talking to Redis
     │   ├── BrokerConnectionError   cannot reach the server, or the connection dropped
+    │   │   └── ProduceOutcomeUnknown   the connection failed after messages were sent: stored or not?
     │   ├── BrokerTimeoutError      the server did not answer in time
     │   └── BrokerResponseError     the server answered with an error (OOM, NOPERM, WRONGTYPE ...)
     ├── MessageError                a message that cannot be sent or processed
@@ -26,6 +28,10 @@ class ConfigError(MsgrelayError):
     """A setting is unknown, invalid, or the configuration file cannot be read."""
 
 
+class UnsafeRedisError(MsgrelayError):
+    """Redis may evict or forget queue data, and ``consumer.unsafe_redis = "refuse"`` says not to run."""
+
+
 class BrokerError(MsgrelayError):
     """Talking to Redis failed. ``url`` is the server's URL with any password masked."""
 
@@ -36,6 +42,29 @@ class BrokerError(MsgrelayError):
 
 class BrokerConnectionError(BrokerError):
     """Redis cannot be reached, or the connection was lost."""
+
+
+class ProduceOutcomeUnknown(BrokerConnectionError):
+    """A send failed after its messages may have reached Redis: they may or may not be stored.
+
+    Never report these as sent, nor as lost: resending them is safe (the consumer's lines carry the ids,
+    so a duplicate is recognisable). ``unknown_ids`` are the messages in that state; ``stored_ids`` were
+    confirmed before the failure; ``unsent_ids`` were never sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        unknown_ids: list[str] | None = None,
+        stored_ids: list[str] | None = None,
+        unsent_ids: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.unknown_ids = unknown_ids or []
+        self.stored_ids = stored_ids or []
+        self.unsent_ids = unsent_ids or []
 
 
 class BrokerTimeoutError(BrokerError):
@@ -74,4 +103,12 @@ class DecodeError(MessageError):
 
 
 class SinkError(MsgrelayError):
-    """A sink could not durably write a batch; the batch must not be acknowledged."""
+    """A sink could not durably write (part of) a batch; those messages must not be acknowledged.
+
+    ``failed_types`` names the message types whose lines are not durably written; empty means the whole
+    batch. Lines of every other type were written and may be acknowledged.
+    """
+
+    def __init__(self, message: str, *, failed_types: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.failed_types = failed_types

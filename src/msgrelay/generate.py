@@ -11,10 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from msgrelay.config import ProducerSettings
+from msgrelay.errors import BrokerConnectionError
+from msgrelay.message import Message
 from msgrelay.producer import Producer
+from msgrelay.retries import Backoff
 from msgrelay.samples import random_messages
 
 BACKLOG_REFRESH_S = 0.5
+RESEND_FOR_S = 60.0
+"""How long ``msgrelay produce`` keeps resending a chunk while Redis is unreachable before giving up."""
 
 
 def run_generator(
@@ -52,7 +57,7 @@ def run_generator(
                     time.sleep(max(0.0, started + sent * interval - time.monotonic()))
                     continue
                 chunk = list(itertools.islice(source, due))
-                ids = producer.send_many(chunk)
+                ids = _send_resiliently(producer, producer.build_many(chunk), console)
                 if ledger is not None:
                     ledger.writelines(
                         f"{msg_id} {spec[0]}\n" for msg_id, spec in zip(ids, chunk, strict=True)
@@ -69,6 +74,24 @@ def run_generator(
         if ledger is not None:
             ledger.close()
     return sent
+
+
+def _send_resiliently(producer: Producer, messages: list[Message], console: Console) -> list[str]:
+    """Send, riding out a Redis restart or a dropped connection: resend what may not be stored, with the
+    same ids (duplicates stay recognisable), backing off, for at most ``RESEND_FOR_S``."""
+    backoff = Backoff(base_s=0.1, cap_s=2.0)
+    give_up_at = time.monotonic() + RESEND_FOR_S
+    failures = 0
+    while True:
+        try:
+            return producer.send_many(messages)
+        except BrokerConnectionError as exc:
+            failures += 1
+            if time.monotonic() >= give_up_at:
+                raise
+            delay = backoff.delay(failures)
+            console.print(f"send failed, resending in {delay:.1f}s: {exc}", markup=False)
+            time.sleep(delay)
 
 
 def _interval_s(settings: ProducerSettings) -> float:

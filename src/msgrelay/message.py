@@ -37,10 +37,12 @@ class Delivery:
 
     ``handle`` is what the transport needs to acknowledge the entry (a stream entry id, or the exact list
     element). ``source_id`` is a stable transport-side identity used to name messages that arrive without a
-    producer id (the stream entry id; empty for lists). ``attempt`` counts deliveries, starting at 1.
+    producer id (the stream entry id; empty for lists). ``attempt`` counts deliveries, starting at 1, across
+    crashes, take-overs and retries. ``last_error`` is the error of the previous attempt, if it failed.
     """
 
     raw: bytes
     handle: bytes
     source_id: str = ""
     attempt: int = 1
+    last_error: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from msgrelay.dlq import DeadLetterStore
 from msgrelay.keys import Stat
 from msgrelay.transport.base import Transport, redis_errors
 
@@ -21,6 +22,18 @@ class QueueStats:
     batches: int
     processed_by_type: dict[str, int] = field(default_factory=dict)
     pending_by_consumer: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    """The dead-letter store (all queues of the namespace) by reason, most frequent first."""
+    dlq_replayed: int = 0
+    """Dead letters of this queue put back on it by ``msgrelay dlq replay``."""
+    dlq_purged: int = 0
+    """Dead letters of this queue deleted by ``msgrelay dlq purge`` (retention trimming is not counted)."""
+    reclaimed: int = 0
+    """Entries taken over from consumers that died or stalled (XAUTOCLAIM, or requeued by the reaper)."""
+    retried: int = 0
+    """Failed messages scheduled for another attempt."""
+    retries_scheduled: int = 0
+    """Failed messages waiting for their next attempt right now."""
     redis_used_memory_bytes: int = 0
     redis_used_memory_human: str = ""
 
@@ -44,6 +57,12 @@ def collect_stats(transport: Transport) -> QueueStats:
         batches=counters.get(Stat.BATCHES, 0),
         processed_by_type={k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix)},
         pending_by_consumer=transport.pending(),
+        dead_letters_by_reason=DeadLetterStore.from_transport(transport).count_by_reason(),
+        dlq_replayed=counters.get(Stat.DLQ_REPLAYED, 0),
+        dlq_purged=counters.get(Stat.DLQ_PURGED, 0),
+        reclaimed=counters.get(Stat.RECLAIMED, 0),
+        retried=counters.get(Stat.RETRIED, 0),
+        retries_scheduled=transport.scheduled_retries(),
         redis_used_memory_bytes=int(memory["used_memory"]),
         redis_used_memory_human=str(memory["used_memory_human"]),
     )

@@ -18,7 +18,13 @@ import orjson
 
 from msgrelay.codec import ENVELOPE_KEYS, encode
 from msgrelay.config import Settings
-from msgrelay.errors import MessageError, MessageTooLarge
+from msgrelay.errors import (
+    BrokerConnectionError,
+    BrokerTimeoutError,
+    MessageError,
+    MessageTooLarge,
+    ProduceOutcomeUnknown,
+)
 from msgrelay.levels import normalize_level
 from msgrelay.message import JSONValue, Message
 from msgrelay.transport.base import Transport
@@ -52,6 +58,10 @@ class Producer:
     def new_id(self) -> str:
         return f"{self._id_prefix}-{next(self._counter):x}"
 
+    def build_many(self, messages: Iterable[MessageSpec]) -> list[Message]:
+        """Validated messages with their ids, ready for ``send_many`` (and for resending as they are)."""
+        return [self._as_message(spec) for spec in messages]
+
     def build(self, msg_type: str, text: str, fields: Mapping[str, JSONValue] | None = None) -> Message:
         """A validated message with a fresh id and the current time. Raises :class:`MessageError`."""
         canonical = normalize_level(msg_type) if isinstance(msg_type, str) else None
@@ -74,14 +84,28 @@ class Producer:
     def send_many(self, messages: Iterable[MessageSpec]) -> list[str]:
         """Send messages in pipelined chunks; returns their ids in order.
 
-        Every message is validated before any chunk is sent. If a chunk fails the error is raised; earlier
-        chunks are already stored (at-least-once: resending them later makes duplicates, with the same ids).
+        Every message is validated before any chunk is sent. If the connection fails while a chunk is
+        sent, :class:`ProduceOutcomeUnknown` says which ids are stored, unknown and unsent: resend the
+        unknown ones with the same ids (pass the same :class:`Message` objects) and duplicates stay
+        recognisable downstream. An error reply (out of memory ...) means the chunk was refused.
         """
         built = [self._as_message(spec) for spec in messages]
         payloads = [self._encode(message) for message in built]
+        ids = [message.id for message in built]
         for start in range(0, len(payloads), self.pipeline_size):
-            self.transport.send(payloads[start : start + self.pipeline_size])
-        return [message.id for message in built]
+            end = start + self.pipeline_size
+            try:
+                self.transport.send(payloads[start:end])
+            except (BrokerConnectionError, BrokerTimeoutError) as exc:
+                raise ProduceOutcomeUnknown(
+                    f"{exc}; outcome unknown for {len(ids[start:end])} messages: they may or may not be "
+                    "stored (resending them is safe, duplicates keep their ids)",
+                    url=exc.url,
+                    unknown_ids=ids[start:end],
+                    stored_ids=ids[:start],
+                    unsent_ids=ids[end:],
+                ) from exc
+        return ids
 
     def _as_message(self, spec: MessageSpec) -> Message:
         if isinstance(spec, Message):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from msgrelay.consumer import BatchResult, ConsumerHook, Totals
+from msgrelay.deadletter import DeadLetterEntry
 from msgrelay.monitor import QueueStats
+from msgrelay.sinks.lines import escape as visible
+
+RAW_PREVIEW_CHARS = 80
+"""How much of a dead letter's raw entry ``msgrelay dlq list`` shows without ``--raw``."""
 
 REPORT_INTERVAL_S = 0.5
 """At most two batch lines a second: faster batches are summed into one line, so printing never slows us."""
@@ -81,10 +87,78 @@ def print_stats(console: Console, stats: QueueStats) -> None:
     table.add_row("processed", f"{stats.processed:,}")
     for msg_type, count in stats.processed_by_type.items():
         table.add_row(f"  {msg_type}", f"{count:,}")
+    table.add_row("reclaimed from dead consumers", f"{stats.reclaimed:,}")
+    table.add_row("retried", f"{stats.retried:,}")
+    table.add_row("waiting for a retry", f"{stats.retries_scheduled:,}")
     table.add_row("dead-lettered", f"{stats.dead_lettered:,}")
     table.add_row("dead-letter store (all queues)", f"{stats.dead_letter_store:,}")
+    for reason, count in stats.dead_letters_by_reason.items():
+        table.add_row(escape(visible(f"  {reason}")), f"{count:,}")  # a reason XADDed by hand is data
+    table.add_row("dead letters replayed", f"{stats.dlq_replayed:,}")
+    table.add_row("dead letters purged", f"{stats.dlq_purged:,}")
     table.add_row("batches", f"{stats.batches:,}")
     for name, pending in stats.pending_by_consumer.items():
         table.add_row(escape(f"pending: {name}"), f"{pending:,}")
     table.add_row("redis used memory", stats.redis_used_memory_human)
     console.print(table)
+
+
+# Dead letters hold hostile bytes by design: everything from the store is printed through `visible` (control
+# characters, escapes and bidi overrides as \x1b, \u202e ...), never as markup or emoji codes.
+
+
+def shown_raw(raw: bytes) -> str:
+    """Raw entry bytes as one safe line: invalid UTF-8 as ``\\xff``, control characters escaped."""
+    return visible(raw.decode("utf-8", "backslashreplace"))
+
+
+def print_plain(console: Console, text: str) -> None:
+    """Print ``text`` exactly: no markup, no emoji codes, no highlighting, no wrapping."""
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def print_dead_letters(console: Console, entries: list[DeadLetterEntry], *, full_raw: bool) -> None:
+    """One line per dead letter: id, reason, type, origin, size, then the raw entry (a preview unless
+    ``full_raw``)."""
+    for entry in entries:
+        raw = shown_raw(entry.raw)
+        if not full_raw and len(raw) > RAW_PREVIEW_CHARS:
+            raw = raw[:RAW_PREVIEW_CHARS] + "..."
+        size = f"{entry.raw_size}B" + (" truncated" if entry.truncated else "")
+        fields = (
+            entry.id,
+            visible(entry.reason),
+            visible(entry.msg_type) or "-",
+            visible(entry.origin),
+            size,
+        )
+        print_plain(console, "  ".join((*fields, raw)))
+
+
+def print_dead_letter(console: Console, entry: DeadLetterEntry) -> None:
+    """Every field of one dead letter, one per line."""
+    size = f"{entry.raw_size} bytes"
+    if entry.truncated:
+        size += f" (truncated: only the first {len(entry.raw)} bytes are kept; it cannot be replayed)"
+    rows = [
+        ("id", entry.id),
+        ("reason", visible(entry.reason)),
+        ("detail", visible(entry.detail)),
+        ("type", visible(entry.msg_type) or "-"),
+        ("origin", visible(entry.origin)),
+        ("source id", visible(entry.source_id) or "-"),
+        ("consumer", visible(entry.consumer)),
+        ("attempt", str(entry.attempt)),
+        ("dead-lettered", _iso(entry.ts)),
+        ("size", size),
+        ("raw", shown_raw(entry.raw)),
+    ]
+    for name, value in rows:
+        print_plain(console, f"{name:<14}{value}")
+
+
+def _iso(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return repr(ts)

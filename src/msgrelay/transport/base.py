@@ -6,8 +6,11 @@ Every implementation must pass ``tests/test_transport_contract.py``. The failure
   some payloads may have been stored (at-least-once: resend, downstream dedups by message id).
 * ``fetch`` hands out entries that stay owned by the consumer until ``settle``; if the consumer dies they
   are found again by ``recover`` (same consumer name) or by crash recovery.
-* ``settle`` acknowledges written entries and moves dead letters in one atomic step (MULTI/EXEC): either
-  every ack and dead letter of the batch happens, or none does.
+* ``settle`` acknowledges written entries, moves dead letters and schedules retries in one server-side
+  script: the dead letters are added before anything is acknowledged, so a refused write (OOM, wrong type)
+  leaves the whole batch held, never a message acknowledged but missing from the dead-letter store.
+* ``reclaim`` takes over entries held by a consumer that died or stalled longer than ``min_idle_s``; the
+  delivery counter of each entry grows with every take-over, which is how poison messages are found.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from msgrelay.deadletter import DeadLetter
 from msgrelay.errors import BrokerConnectionError, BrokerError, BrokerResponseError, BrokerTimeoutError
 from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
+from msgrelay.retries import RetryRecord
 
 
 def raw_command(target: redis.Redis | redis.client.Pipeline, *args: object) -> Any:
@@ -74,14 +78,37 @@ class Transport(ABC):
         """Up to ``count`` new entries, waiting at most ``block_s`` seconds for the first (0 = don't wait)."""
 
     @abstractmethod
+    def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
+        """Entries that other consumers have held for ``min_idle_s`` or more without settling, now ours."""
+
+    @abstractmethod
+    def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        """Tell other consumers that ``consumer`` is alive for the next ``ttl_s`` seconds."""
+
+    @abstractmethod
+    def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """Keep entries we still hold (a write being retried) from being reclaimed as abandoned."""
+
+    @abstractmethod
     def settle(
         self,
         consumer: str,
         written: Sequence[Delivery],
         dead: Sequence[DeadLetter],
         type_counts: Mapping[str, int],
+        retries: Sequence[RetryRecord] = (),
     ) -> None:
-        """Acknowledge ``written``, dead-letter ``dead``, and update the counters, atomically."""
+        """Acknowledge ``written``, dead-letter ``dead``, schedule ``retries`` and count, atomically."""
+
+    @abstractmethod
+    def promote_retries(self, now_ms: int, count: int) -> int:
+        """Put retries that are due back on the queue; returns how many were moved."""
+
+    def trim(self) -> None:  # noqa: B027 - optional hook: only streams keep settled entries
+        """Drop settled entries the queue no longer needs (never one that is pending or undelivered)."""
+
+    def leave(self, consumer: str) -> None:  # noqa: B027 - optional hook
+        """A clean exit: forget ``consumer`` if it holds nothing."""
 
     @abstractmethod
     def backlog(self) -> int | None:
@@ -97,6 +124,11 @@ class Transport(ABC):
             raw: dict[bytes, bytes] = raw_command(self.client, "HGETALL", self.keys.stats())
         return {key.decode(): int(value) for key, value in raw.items()}
 
+    def scheduled_retries(self) -> int:
+        """Failed messages waiting for their next attempt."""
+        with redis_errors(self.url):
+            return int(self.client.zcard(self.keys.retry()))
+
     def dead_letter_count(self) -> int:
         with redis_errors(self.url):
             return int(self.client.xlen(self.keys.dead_letters()))
@@ -104,22 +136,35 @@ class Transport(ABC):
     def close(self) -> None:
         self.client.close()
 
-    def _record_settlement(
+    def _settlement_args(
         self,
-        pipe: redis.client.Pipeline,
         consumer: str,
+        handles: Sequence[bytes],
         dead: Sequence[DeadLetter],
         type_counts: Mapping[str, int],
-    ) -> None:
-        """Queue the dead-letter XADDs and counter updates shared by every transport's ``settle``."""
-        stats = self.keys.stats()
+        retries: Sequence[RetryRecord],
+    ) -> list[bytes | str | int | float]:
+        """ARGV of the settle scripts, in the layout ``scripts.SETTLE_PRELUDE`` reads."""
+        args: list[bytes | str | int | float] = [len(handles), *handles, len(dead)]
         for letter in dead:
-            pipe.xadd(self.keys.dead_letters(), letter.to_fields(origin=self.keys.queue, consumer=consumer))
+            fields = letter.to_fields(origin=self.keys.queue, consumer=consumer)
+            args.append(len(fields))
+            for name, value in fields.items():
+                args += [name, value]  # type: ignore[list-item]
+        counters = dict(type_counts.items())
         processed = sum(type_counts.values())
+        increments: list[tuple[str, int]] = [(Stat.BATCHES, 1)]
         if processed:
-            pipe.hincrby(stats, Stat.PROCESSED, processed)
-            for msg_type, count in type_counts.items():
-                pipe.hincrby(stats, Stat.processed_type(msg_type), count)
+            increments.append((Stat.PROCESSED, processed))
+            increments += [(Stat.processed_type(t), n) for t, n in counters.items()]
         if dead:
-            pipe.hincrby(stats, Stat.DEAD_LETTERED, len(dead))
-        pipe.hincrby(stats, Stat.BATCHES, 1)
+            increments.append((Stat.DEAD_LETTERED, len(dead)))
+        if retries:
+            increments.append((Stat.RETRIED, len(retries)))
+        args.append(len(increments))
+        for name, amount in increments:
+            args += [name, amount]
+        args.append(len(retries))
+        for record in retries:
+            args += [record.due_ms, record.encode()]
+        return args

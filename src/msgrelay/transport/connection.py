@@ -47,4 +47,5 @@ def create_transport(settings: Settings, *, check: bool = True) -> Transport:
     if queue.transport == "streams":
         keys = KeySchema(queue.namespace, queue.stream)
         return StreamTransport(client, keys, url=url, group=queue.group)
-    return ListTransport(client, KeySchema(queue.namespace, queue.buffer_key), url=url)
+    keys = KeySchema(queue.namespace, queue.buffer_key)
+    return ListTransport(client, keys, url=url, heartbeat_ttl_s=settings.consumer.claim_idle_s)

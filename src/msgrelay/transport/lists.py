@@ -4,6 +4,11 @@ Consumers never pop into thin air (a bare ``BRPOP`` loses the batch in flight wh
 entries are moved atomically with ``LMOVE``/``BLMOVE`` from the tail of the queue into the consumer's own
 processing list, and removed from there (``LREM``) only after they are written. The processing list is
 what ``recover`` reads after a restart.
+
+Every fetch renews the consumer's heartbeat key (TTL ``heartbeat_ttl_s``). A consumer whose heartbeat
+expired is dead: ``reclaim`` (the reaper, run by every live consumer) puts its processing list back on the
+queue. Lists carry no delivery counter, so one is kept in a hash, by the SHA-1 of the entry, only for entries
+delivered more than once (after a take-over, a restart or a retry): the common path pays nothing for it.
 """
 
 from __future__ import annotations
@@ -11,29 +16,38 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import redis
+
 from msgrelay.deadletter import DeadLetter
-from msgrelay.keys import Stat
+from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
+from msgrelay.retries import RetryRecord
+from msgrelay.transport import scripts
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
-# Move up to ARGV[1] entries from the tail of KEYS[1] to the head of KEYS[2], atomically, in one round trip,
-# and register consumer ARGV[2] in the set KEYS[3] so that ``pending`` sees what it holds.
-_MOVE_BATCH = """
-redis.call('SADD', KEYS[3], ARGV[2])
-local moved = {}
-for i = 1, tonumber(ARGV[1]) do
-  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not entry then break end
-  moved[i] = entry
-end
-return moved
-"""
+DEFAULT_HEARTBEAT_TTL_S = 30.0
 
 
 class ListTransport(Transport):
     """A list key; one processing list per consumer."""
 
     name: ClassVar[str] = "lists"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        url: str,
+        heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
+    ) -> None:
+        super().__init__(client, keys, url=url)
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self._fetch = client.register_script(scripts.LIST_FETCH)
+        self._recover = client.register_script(scripts.LIST_RECOVER)
+        self._reap = client.register_script(scripts.LIST_REAP)
+        self._settle = client.register_script(scripts.LIST_SETTLE)
+        self._promote = client.register_script(scripts.LIST_PROMOTE)
 
     def send(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
@@ -45,32 +59,62 @@ class ListTransport(Transport):
             pipe.execute()
 
     def recover(self, consumer: str, count: int) -> list[Delivery]:
-        processing = self.keys.processing(consumer)
         with redis_errors(self.url):
-            self.client.sadd(self.keys.consumers(), consumer)
-            # Oldest at the tail: read the last `count` entries and return them oldest first.
-            entries: list[bytes] = raw_command(self.client, "LRANGE", processing, -count, -1)
-        return [Delivery(entry, entry, "", 2) for entry in reversed(entries)]
+            entries, counts = self._recover(
+                keys=[self.keys.processing(consumer), self.keys.deliveries()], args=[count]
+            )
+        # Oldest at the tail: the script read the last `count` entries; return them oldest first.
+        return [
+            Delivery(entry, entry, "", int(earlier) + 1)
+            for entry, earlier in reversed(list(zip(entries, counts, strict=True)))
+        ]
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         processing = self.keys.processing(consumer)
-        script_keys = (self.keys.queue, processing, self.keys.consumers())
         with redis_errors(self.url):
-            moved: list[bytes] = raw_command(
-                self.client, "EVAL", _MOVE_BATCH, 3, *script_keys, count, consumer
-            )
+            moved, earlier = self._move(consumer, count)
             if not moved and block_s > 0:
                 first = raw_command(
                     self.client, "BLMOVE", self.keys.queue, processing, "RIGHT", "LEFT", block_s
                 )
                 if first is None:
                     return []
-                moved = [first]
-                if count > 1:
-                    moved += raw_command(
-                        self.client, "EVAL", _MOVE_BATCH, 3, *script_keys, count - 1, consumer
-                    )
-        return [Delivery(entry, entry, "", 1) for entry in moved]
+                moved, earlier = self._move(consumer, count, first)
+        return [
+            Delivery(entry, entry, "", int(earlier[i]) + 1 if earlier else 1) for i, entry in enumerate(moved)
+        ]
+
+    def _move(self, consumer: str, count: int, *already_moved: bytes) -> tuple[list[bytes], list[int]]:
+        keys = [
+            self.keys.queue,
+            self.keys.processing(consumer),
+            self.keys.consumers(),
+            self.keys.heartbeat(consumer),
+            self.keys.deliveries(),
+        ]
+        moved, earlier = self._fetch(
+            keys=keys, args=[count, consumer, int(self.heartbeat_ttl_s * 1000), *already_moved]
+        )
+        return moved, earlier
+
+    def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
+        """Requeue the processing lists of consumers whose heartbeat expired; they are fetched again.
+
+        Liveness is the heartbeat's TTL (``heartbeat_ttl_s``), so ``min_idle_s`` and ``count`` are not used:
+        a dead consumer's whole list goes back at once, to the tail of the queue, oldest first.
+        """
+        keys = [self.keys.consumers(), self.keys.queue, self.keys.deliveries(), self.keys.stats()]
+        args = [self.keys.heartbeat(""), self.keys.processing(""), consumer]
+        with redis_errors(self.url):
+            self._reap(keys=keys, args=args)
+        return []
+
+    def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        with redis_errors(self.url):
+            raw_command(self.client, "SET", self.keys.heartbeat(consumer), 1, "PX", max(1, int(ttl_s * 1000)))
+
+    def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        self.heartbeat(consumer, self.heartbeat_ttl_s)
 
     def settle(
         self,
@@ -78,15 +122,25 @@ class ListTransport(Transport):
         written: Sequence[Delivery],
         dead: Sequence[DeadLetter],
         type_counts: Mapping[str, int],
+        retries: Sequence[RetryRecord] = (),
     ) -> None:
-        processing = self.keys.processing(consumer)
+        handles = [d.handle for d in written] + [letter.delivery.handle for letter in dead]
+        handles += [record.handle for record in retries]
+        args = self._settlement_args(consumer, handles, dead, type_counts, retries)
+        keys = [
+            self.keys.processing(consumer),
+            self.keys.dead_letters(),
+            self.keys.stats(),
+            self.keys.retry(),
+            self.keys.deliveries(),
+        ]
         with redis_errors(self.url):
-            pipe = self.client.pipeline(transaction=True)
-            # LREM -1 removes exactly one copy, searching from the tail where the oldest entries sit.
-            for delivery in [*written, *(letter.delivery for letter in dead)]:
-                raw_command(pipe, "LREM", processing, -1, delivery.handle)
-            self._record_settlement(pipe, consumer, dead, type_counts)
-            pipe.execute()
+            self._settle(keys=keys, args=["", *args])
+
+    def promote_retries(self, now_ms: int, count: int) -> int:
+        keys = [self.keys.retry(), self.keys.queue, self.keys.deliveries()]
+        with redis_errors(self.url):
+            return int(self._promote(keys=keys, args=[now_ms, count]))
 
     def backlog(self) -> int:
         with redis_errors(self.url):
@@ -101,3 +155,13 @@ class ListTransport(Transport):
                 pipe.llen(self.keys.processing(name))
             lengths = pipe.execute()
         return dict(zip(consumers, (int(n) for n in lengths), strict=True))
+
+    def leave(self, consumer: str) -> None:
+        """Unregister and stop the heartbeat, unless the consumer still holds entries (then the reaper will
+        requeue them once the heartbeat expires)."""
+        with redis_errors(self.url):
+            if int(self.client.llen(self.keys.processing(consumer))) == 0:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.srem(self.keys.consumers(), consumer)
+                pipe.delete(self.keys.heartbeat(consumer))
+                pipe.execute()

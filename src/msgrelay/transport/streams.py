@@ -1,8 +1,14 @@
 """Redis Streams with a consumer group: the reliable default.
 
 Producers ``XADD`` each message as one field ``m``; consumers read with ``XREADGROUP`` and the entry stays
-in the group's pending list (PEL) until ``XACK``, so a crashed consumer's entries are never lost.
-The group is created at id ``0``: messages produced before the first consumer started are processed too.
+in the group's pending list (PEL) until ``XACK``, so a crashed consumer's entries are never lost: its own
+restart takes them back (``recover``), and any live consumer takes over entries idle for longer than
+``claim_idle_s`` (``reclaim``, ``XAUTOCLAIM``). A retried message is added again with two more fields,
+``n`` (deliveries so far) and ``e`` (the last error). The group is created at id ``0``: messages produced
+before the first consumer started are processed too.
+
+Settled entries are trimmed with ``XTRIM MINID`` below the oldest entry still pending or undelivered, never
+with ``MAXLEN`` (which deletes entries whether or not anyone processed them).
 """
 
 from __future__ import annotations
@@ -12,16 +18,22 @@ from typing import Any, ClassVar
 
 import orjson
 import redis
+from redis.typing import StreamIdT
 
 from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.message import Delivery
+from msgrelay.retries import RetryRecord
+from msgrelay.transport import scripts
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
 StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
+LiveEntry = tuple[bytes, dict[bytes, bytes]]
 
 BACKLOG_SCAN_LIMIT = 100_000
 """On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
+
+_RETRY_FIELDS = frozenset((STREAM_PAYLOAD_FIELD, b"n", b"e"))
 
 
 class StreamTransport(Transport):
@@ -32,6 +44,9 @@ class StreamTransport(Transport):
     def __init__(self, client: redis.Redis, keys: KeySchema, *, url: str, group: str) -> None:
         super().__init__(client, keys, url=url)
         self.group = group
+        self._settle = client.register_script(scripts.STREAM_SETTLE)
+        self._promote = client.register_script(scripts.STREAM_PROMOTE)
+        self._claim_cursor = b"0-0"
 
     def send(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
@@ -53,40 +68,95 @@ class StreamTransport(Transport):
                     raise
 
     def recover(self, consumer: str, count: int) -> list[Delivery]:
-        return self._read(consumer, count, from_id=b"0", block_s=0.0, attempt=2)
+        entries = self._read(consumer, count, from_id=b"0", block_s=0.0)
+        return self._with_delivery_counts(consumer, entries)
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
-        return self._read(consumer, count, from_id=b">", block_s=block_s, attempt=1)
+        return [
+            _delivery(entry_id, fields, 1) for entry_id, fields in self._read(consumer, count, b">", block_s)
+        ]
 
-    def _read(
-        self, consumer: str, count: int, *, from_id: bytes, block_s: float, attempt: int
-    ) -> list[Delivery]:
+    def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
+        min_idle_ms = max(1, int(min_idle_s * 1000))
+        with redis_errors(self.url):
+            reply = self._call_with_group(
+                lambda: raw_command(
+                    self.client,
+                    "XAUTOCLAIM",
+                    self.keys.queue,
+                    self.group,
+                    consumer,
+                    min_idle_ms,
+                    self._claim_cursor,
+                    "COUNT",
+                    count,
+                )
+            )
+        # Redis 7 also returns (and drops from the PEL) claimed ids whose entries were deleted meanwhile.
+        self._claim_cursor, entries = reply[0], reply[1]
+        live = self._drop_deleted(entries)  # Redis 6.2 hands deleted entries over with no fields
+        if live:
+            with redis_errors(self.url):
+                raw_command(self.client, "HINCRBY", self.keys.stats(), Stat.RECLAIMED, len(live))
+        return self._with_delivery_counts(consumer, live)
+
+    def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        """Nothing to do: a stream consumer's liveness is the idle time of the entries it holds."""
+
+    def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        ids: list[StreamIdT] = [d.handle for d in deliveries]
+        with redis_errors(self.url):
+            # XCLAIM ... JUSTID resets the idle time without counting a delivery.
+            self.client.xclaim(self.keys.queue, self.group, consumer, 0, ids, justid=True)
+
+    def _read(self, consumer: str, count: int, from_id: bytes, block_s: float) -> list[LiveEntry]:
         # BLOCK 0 would mean "forever": a non-blocking read leaves BLOCK out.
         block_ms = max(1, int(block_s * 1000)) if block_s > 0 else None
         with redis_errors(self.url):
-            try:
-                reply = self._xreadgroup(consumer, count, from_id, block_ms)
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self.setup()  # the stream or group was deleted under us: recreate and read again
-                reply = self._xreadgroup(consumer, count, from_id, block_ms)
+            reply = self._call_with_group(
+                lambda: self.client.xreadgroup(
+                    self.group, consumer, {self.keys.queue: from_id}, count=count, block=block_ms
+                )
+            )
         if not reply:
             return []
-        entries: list[StreamEntry] = reply[0][1]
-        deliveries = []
-        for entry_id, fields in entries:
-            if not fields:
-                # Pending entry deleted from the stream (XDEL/trim): nothing left to process.
-                self._ack_ids([entry_id])
-                continue
-            deliveries.append(Delivery(_payload(fields), entry_id, entry_id.decode(), attempt))
-        return deliveries
+        return self._drop_deleted(reply[0][1])
 
-    def _xreadgroup(self, consumer: str, count: int, from_id: bytes, block_ms: int | None) -> Any:
-        return self.client.xreadgroup(
-            self.group, consumer, {self.keys.queue: from_id}, count=count, block=block_ms
-        )
+    def _drop_deleted(self, entries: Sequence[StreamEntry]) -> list[LiveEntry]:
+        """The entries that still exist; pending entries deleted from the stream (XDEL) are acknowledged."""
+        live: list[LiveEntry] = []
+        gone: list[bytes] = []
+        for entry_id, fields in entries:
+            if fields:
+                live.append((entry_id, fields))
+            else:
+                gone.append(entry_id)
+        if gone:
+            self._ack_ids(gone)
+        return live
+
+    def _call_with_group(self, command: Any) -> Any:
+        try:
+            return command()
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.setup()  # the stream or group was deleted under us: recreate and try again
+            return command()
+
+    def _with_delivery_counts(self, consumer: str, entries: Sequence[LiveEntry]) -> list[Delivery]:
+        """Deliveries for entries read again, each with its delivery counter from the PEL."""
+        if not entries:
+            return []
+        ids = [entry_id for entry_id, _ in entries]
+        with redis_errors(self.url):
+            pending = self.client.xpending_range(
+                self.keys.queue, self.group, min(ids), max(ids), len(ids) * 2 + 10, consumer
+            )
+        times = {row["message_id"]: int(row["times_delivered"]) for row in pending}
+        return [_delivery(entry_id, fields, times.get(entry_id, 2)) for entry_id, fields in entries]
 
     def _ack_ids(self, ids: Sequence[bytes]) -> None:
         with redis_errors(self.url):
@@ -98,14 +168,30 @@ class StreamTransport(Transport):
         written: Sequence[Delivery],
         dead: Sequence[DeadLetter],
         type_counts: Mapping[str, int],
+        retries: Sequence[RetryRecord] = (),
     ) -> None:
-        ids = [d.handle for d in written] + [letter.delivery.handle for letter in dead]
+        handles = [d.handle for d in written] + [letter.delivery.handle for letter in dead]
+        handles += [record.handle for record in retries]
+        args = self._settlement_args(consumer, handles, dead, type_counts, retries)
+        keys = [self.keys.queue, self.keys.dead_letters(), self.keys.stats(), self.keys.retry()]
         with redis_errors(self.url):
-            pipe = self.client.pipeline(transaction=True)
-            if ids:
-                pipe.xack(self.keys.queue, self.group, *ids)
-            self._record_settlement(pipe, consumer, dead, type_counts)
-            pipe.execute()
+            self._settle(keys=keys, args=[self.group, *args])
+
+    def promote_retries(self, now_ms: int, count: int) -> int:
+        with redis_errors(self.url):
+            return int(self._promote(keys=[self.keys.retry(), self.keys.queue], args=[now_ms, count]))
+
+    def trim(self) -> None:
+        """``XTRIM MINID`` below the oldest entry any group still needs (pending, or not yet delivered)."""
+        with redis_errors(self.url):
+            try:
+                groups = self.client.xinfo_groups(self.keys.queue)
+            except redis.exceptions.ResponseError:
+                return  # no stream yet
+            if not groups:
+                return  # nobody has read anything yet: everything is undelivered
+            ms, seq = min(_needed_from(self.client, self.keys.queue, group) for group in groups)
+            raw_command(self.client, "XTRIM", self.keys.queue, "MINID", f"{ms}-{seq}")
 
     def backlog(self) -> int | None:
         with redis_errors(self.url):
@@ -142,12 +228,48 @@ class StreamTransport(Transport):
                 return {}
         return {c["name"].decode(): int(c["pending"]) for c in consumers}
 
+    def leave(self, consumer: str) -> None:
+        """Remove the consumer from the group if it holds nothing (keeps XINFO CONSUMERS short)."""
+        if self.pending().get(consumer, 1) == 0:
+            with redis_errors(self.url):
+                self.client.xgroup_delconsumer(self.keys.queue, self.group, consumer)
+
+
+def _needed_from(client: redis.Redis, stream: str, group: dict[str, Any]) -> tuple[int, int]:
+    """The smallest entry id the group still needs, as (ms, seq): its oldest pending entry, else the
+    first entry after its last delivered one."""
+    candidates = [_next_id(group["last-delivered-id"])]
+    if int(group["pending"]):
+        summary = client.xpending(stream, group["name"])
+        candidates.append(_parse_id(summary["min"]))
+    return min(candidates)
+
+
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: bytes) -> tuple[int, int]:
+    ms, seq = _parse_id(entry_id)
+    return ms, seq + 1
+
+
+def _delivery(entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
+    earlier = 0
+    last_error = ""
+    if STREAM_PAYLOAD_FIELD in fields and fields.keys() <= _RETRY_FIELDS and fields.get(b"n", b"0").isdigit():
+        payload = fields[STREAM_PAYLOAD_FIELD]
+        earlier = int(fields.get(b"n", b"0"))
+        last_error = fields.get(b"e", b"").decode("utf-8", "replace")
+    else:
+        payload = _payload(fields)
+    return Delivery(payload, entry_id, entry_id.decode(), earlier + times_delivered, last_error)
+
 
 def _payload(fields: dict[bytes, bytes]) -> bytes:
-    """Our entries carry one field ``m``; an entry XADDed by hand with other fields reads as a JSON object."""
-    payload = fields.get(STREAM_PAYLOAD_FIELD)
-    if payload is not None and len(fields) == 1:
-        return payload
+    """An entry XADDed by hand with fields other than ours reads as one JSON object of its fields."""
     return orjson.dumps(
         {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in fields.items()}
     )

@@ -1,0 +1,141 @@
+"""The server-side (Lua) scripts of the transports, in one place.
+
+Scripts make multi-step changes atomic and save round trips. Every script that writes puts its
+"denied when Redis is out of memory" write first (XADD / ZADD before XACK / LREM), so an OOM refusal stops
+the script before it acknowledged anything.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Reads the ARGV layout built by Transport._settlement_args (ARGV[1] is transport-specific):
+#   n_handles, handle..., n_dead, (n_fields, name, value, ...)..., n_incr, (field, amount)...,
+#   n_retries, (due_ms, member)...
+# then adds the dead letters (KEYS[2]) and schedules the retries (KEYS[4]); `handles` and `count_all`
+# are left for the transport's own part, which acknowledges and then counts into KEYS[3].
+SETTLE_PRELUDE: Final = """
+local pos = 2
+local function take() local v = ARGV[pos]; pos = pos + 1; return v end
+local handles = {}
+for i = 1, tonumber(take()) do handles[i] = take() end
+for _ = 1, tonumber(take()) do
+  local fields = {}
+  for j = 1, tonumber(take()) * 2 do fields[j] = take() end
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+local increments = {}
+for i = 1, tonumber(take()) * 2 do increments[i] = take() end
+for _ = 1, tonumber(take()) do
+  local due = take()
+  redis.call('ZADD', KEYS[4], due, take())
+end
+local function count_all()
+  for i = 1, #increments, 2 do redis.call('HINCRBY', KEYS[3], increments[i], increments[i + 1]) end
+end
+"""
+
+# KEYS: stream, dlq, stats, retry. ARGV[1]: group.
+STREAM_SETTLE: Final = (
+    SETTLE_PRELUDE
+    + """
+for i = 1, #handles, 1000 do
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(handles, i, math.min(i + 999, #handles)))
+end
+count_all()
+"""
+)
+
+# KEYS: processing list, dlq, stats, retry, deliveries hash. ARGV[1]: unused.
+LIST_SETTLE: Final = (
+    SETTLE_PRELUDE
+    + """
+local counted = redis.call('EXISTS', KEYS[5]) == 1
+for _, handle in ipairs(handles) do
+  -- LREM -1: exactly one copy, searched from the tail where the oldest entries sit.
+  redis.call('LREM', KEYS[1], -1, handle)
+  if counted then redis.call('HDEL', KEYS[5], redis.sha1hex(handle)) end
+end
+count_all()
+"""
+)
+
+# KEYS: queue, processing list, consumers set, heartbeat key, deliveries hash.
+# ARGV: max entries, consumer name, heartbeat ttl (ms), [an entry BLMOVE already moved, counted first].
+# Moves up to ARGV[1] entries from the tail of the queue to the head of the processing list, registers the
+# consumer and renews its heartbeat; returns {entries, earlier deliveries of each (only if any are known)}.
+LIST_FETCH: Final = """
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
+local moved = {}
+if ARGV[4] then moved[1] = ARGV[4] end
+for _ = #moved + 1, tonumber(ARGV[1]) do
+  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not entry then break end
+  moved[#moved + 1] = entry
+end
+local earlier = {}
+if #moved > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  for i, entry in ipairs(moved) do
+    earlier[i] = tonumber(redis.call('HGET', KEYS[5], redis.sha1hex(entry)) or '0')
+  end
+end
+return {moved, earlier}
+"""
+
+# KEYS: processing list, deliveries hash. ARGV: how many (from the tail, the oldest).
+# A restarted consumer takes back what it held: each entry counts one more delivery.
+LIST_RECOVER: Final = """
+local entries = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
+local counts = {}
+for i, entry in ipairs(entries) do
+  counts[i] = redis.call('HINCRBY', KEYS[2], redis.sha1hex(entry), 1)
+end
+return {entries, counts}
+"""
+
+# KEYS: consumers set, queue, deliveries hash, stats. ARGV: heartbeat key prefix, processing key prefix,
+# this consumer's name. Every other consumer whose heartbeat expired is dead: its processing list goes
+# back to the tail of the queue (oldest consumed first), each entry counting one delivery. Returns how
+# many entries were requeued.
+LIST_REAP: Final = """
+local requeued = 0
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if name ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. name) == 0 then
+    local processing = ARGV[2] .. name
+    while true do
+      local entry = redis.call('LMOVE', processing, KEYS[2], 'LEFT', 'RIGHT')
+      if not entry then break end
+      redis.call('HINCRBY', KEYS[3], redis.sha1hex(entry), 1)
+      requeued = requeued + 1
+    end
+    redis.call('SREM', KEYS[1], name)
+  end
+end
+if requeued > 0 then redis.call('HINCRBY', KEYS[4], 'reclaimed', requeued) end
+return requeued
+"""
+
+# Due retries back onto the queue. KEYS: retry zset, queue, deliveries hash (lists only).
+# ARGV: now (ms), max count. Member layout: see msgrelay.retries.RetryRecord.encode.
+_PROMOTE_HEAD: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local newline = string.find(member, '\\n', 1, true)
+  local raw = string.sub(member, newline + 1)
+  local attempts, err = string.match(string.sub(member, 1, newline - 1), '^%S+ (%d+) ?(.*)$')
+"""
+_PROMOTE_TAIL: Final = """
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+STREAM_PROMOTE: Final = (
+    _PROMOTE_HEAD + "  redis.call('XADD', KEYS[2], '*', 'm', raw, 'n', attempts, 'e', err)\n" + _PROMOTE_TAIL
+)
+LIST_PROMOTE: Final = (
+    _PROMOTE_HEAD
+    + "  redis.call('HSET', KEYS[3], redis.sha1hex(raw), attempts)\n"
+    + "  redis.call('RPUSH', KEYS[2], raw)\n"
+    + _PROMOTE_TAIL
+)
