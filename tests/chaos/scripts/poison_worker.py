@@ -19,25 +19,20 @@ from common import parse_args
 from msgrelay.config import load_settings
 from msgrelay.consumer import Consumer
 from msgrelay.message import Message
+from msgrelay.sinks.base import Reject
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.transport.connection import create_transport
 
 POISON = "POISON-EXIT"
 
 
-class PoisonSink:
-    """Writes like :class:`LogFileSink`, but a batch holding a poison message kills the process first."""
+class PoisonSink(LogFileSink):
+    """The real log-file sink, except that a batch holding a poison message kills the process first."""
 
-    def __init__(self, inner: LogFileSink) -> None:
-        self.inner = inner
-
-    def write_batch(self, messages: Sequence[Message]) -> None:
+    def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes] = ()) -> list[Reject]:
         if any(POISON in message.text for message in messages):
             os._exit(1)
-        self.inner.write_batch(messages)
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().write_batch(messages, handles)
 
 
 def main() -> None:
@@ -55,12 +50,13 @@ def main() -> None:
             },
         },
     )
-    sink = PoisonSink(LogFileSink(settings.consumer.log_dir))
+    sink = PoisonSink(settings.consumer.log_dir)
     consumer = Consumer(
         create_transport(settings),
         sink,
         settings.consumer,
         max_message_bytes=settings.queue.max_message_bytes,
+        trim_interval_s=settings.queue.trim_interval_s,
     )
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
     consumer.run(burst=args.burst)
