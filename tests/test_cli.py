@@ -8,10 +8,12 @@ consumer's first batch line on its stdout.
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -563,3 +565,36 @@ def test_bad_usage_exits_with_code_2_and_names_the_problem(
     assert named in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.timeout(120)
+def test_effectively_once_consumer_killed_repeatedly_leaves_every_id_exactly_once(
+    run_cli: RunCli, spawn_cli: SpawnCli, transport_name: str, tmp_path: Path
+) -> None:
+    # Given: a backlog, and a consumer in effectively-once mode
+    total = 30000
+    _produce(run_cli, transport_name, total, "--id-log", "ids.txt")
+    ledger = _ledger(tmp_path / "ids.txt")
+    # (fsync widens the window between a batch's write and its ack, where an at-least-once kill duplicates)
+    common = ("consume", "--batch-size", "200", "--fsync", "--log-dir", "logs", "--name", "w", "--delivery",
+              "effectively_once", "-t", transport_name)  # fmt: skip
+
+    # When: it is SIGKILLed eight times while busy, restarting each time: the kill lands at a random instant
+    # (0-20 ms) after it reported a batch, i.e. anywhere in the fetch-write-fsync-ack cycle of later ones
+    chaos = random.Random(20261125)
+    for _ in range(8):
+        consumer = spawn_cli(*common)
+        assert consumer.stdout is not None
+        for line in consumer.stdout:
+            if BATCH_LINE.match(line):
+                break
+        time.sleep(chaos.uniform(0, 0.02))  # fault injection timing, not synchronisation
+        consumer.kill()
+        consumer.communicate(timeout=10)
+    finished = run_cli(*common, "--burst")
+    assert finished.returncode == 0, finished.stderr
+
+    # Then: every id is in its file exactly once: no loss, no duplicate line, no torn line
+    _assert_each_id_once_in_its_file(_log_lines(tmp_path / "logs"), ledger)
+    stats = _stats(run_cli, transport_name)
+    assert stats["pending_by_consumer"] == {}

@@ -393,3 +393,17 @@ def test_streams_consume_messages_produced_before_any_consumer_group_existed(
     transport.send([b"late"])
     consumer.setup()
     assert raws(consumer.fetch("c1", 10, 0)) == [b"late"]
+
+
+def test_settle_drops_the_consumers_write_journal_entry_in_the_same_step(
+    transport: Transport, redis_client: redis.Redis
+) -> None:
+    # Given: an effectively-once consumer journaled the batch it is writing
+    transport.send(PAYLOADS[:2])
+    deliveries = transport.fetch("c1", 10, 0)
+    redis_client.hset(transport.keys.journal(), mapping={"c1": b"{}", "c2": b"{}"})
+
+    transport.settle("c1", deliveries, [], {"INFO": 2})
+
+    # Then: its entry went with the ack (no window where the batch is acked but still journaled)
+    assert redis_client.hkeys(transport.keys.journal()) == [b"c2"]

@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 
 from msgrelay import __version__
-from msgrelay.config import Settings, load_settings, masked_dump
-from msgrelay.consumer import Consumer, ConsumerHook
+from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
+from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import (
     ALL,
     DeadLetterFilter,
@@ -53,6 +53,7 @@ from msgrelay.reporting import (
 )
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
+from msgrelay.sinks.journal import WriteJournal
 from msgrelay.transport.base import Transport
 from msgrelay.transport.connection import create_transport
 
@@ -213,8 +214,10 @@ def consume(
     _check_timeouts(settings)
     queue_transport = create_transport(settings)
     _check_server(queue_transport, settings)
-    cs = settings.consumer
-    sink = LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format)
+    cs = settings.consumer.model_copy(
+        update={"consumer_name": settings.consumer.consumer_name or default_consumer_name()}
+    )
+    sink = _log_file_sink(cs, queue_transport)
     reporter = None if quiet else BatchReporter(out)
     retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
     hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
@@ -243,6 +246,16 @@ def consume(
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
+
+
+def _log_file_sink(cs: ConsumerSettings, queue_transport: Transport) -> LogFileSink:
+    journal = None
+    if cs.delivery == "effectively_once":
+        assert cs.consumer_name is not None
+        journal = WriteJournal(
+            queue_transport.client, queue_transport.keys, cs.consumer_name, url=queue_transport.url
+        )
+    return LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format, journal=journal)
 
 
 def _check_timeouts(settings: Settings) -> None:

@@ -167,4 +167,5 @@ class Transport(ABC):
         args.append(len(retries))
         for record in retries:
             args += [record.due_ms, record.encode()]
+        args.append(consumer)
         return args

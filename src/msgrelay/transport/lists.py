@@ -133,6 +133,7 @@ class ListTransport(Transport):
             self.keys.stats(),
             self.keys.retry(),
             self.keys.deliveries(),
+            self.keys.journal(),
         ]
         with redis_errors(self.url):
             self._settle(keys=keys, args=["", *args])

@@ -11,9 +11,10 @@ from typing import Final
 
 # Reads the ARGV layout built by Transport._settlement_args (ARGV[1] is transport-specific):
 #   n_handles, handle..., n_dead, (n_fields, name, value, ...)..., n_incr, (field, amount)...,
-#   n_retries, (due_ms, member)...
+#   n_retries, (due_ms, member)..., consumer
 # then adds the dead letters (KEYS[2]) and schedules the retries (KEYS[4]); `handles` and `count_all`
-# are left for the transport's own part, which acknowledges and then counts into KEYS[3].
+# are left for the transport's own part, which acknowledges, counts into KEYS[3] and drops the consumer's
+# write-journal entry (effectively-once files) in the same step: once acked, the batch needs no journal.
 SETTLE_PRELUDE: Final = """
 local pos = 2
 local function take() local v = ARGV[pos]; pos = pos + 1; return v end
@@ -30,23 +31,25 @@ for _ = 1, tonumber(take()) do
   local due = take()
   redis.call('ZADD', KEYS[4], due, take())
 end
+local consumer = take()
 local function count_all()
   for i = 1, #increments, 2 do redis.call('HINCRBY', KEYS[3], increments[i], increments[i + 1]) end
 end
 """
 
-# KEYS: stream, dlq, stats, retry. ARGV[1]: group.
+# KEYS: stream, dlq, stats, retry, journal. ARGV[1]: group.
 STREAM_SETTLE: Final = (
     SETTLE_PRELUDE
     + """
 for i = 1, #handles, 1000 do
   redis.call('XACK', KEYS[1], ARGV[1], unpack(handles, i, math.min(i + 999, #handles)))
 end
+redis.call('HDEL', KEYS[5], consumer)
 count_all()
 """
 )
 
-# KEYS: processing list, dlq, stats, retry, deliveries hash. ARGV[1]: unused.
+# KEYS: processing list, dlq, stats, retry, deliveries hash, journal. ARGV[1]: unused.
 LIST_SETTLE: Final = (
     SETTLE_PRELUDE
     + """
@@ -56,6 +59,7 @@ for _, handle in ipairs(handles) do
   redis.call('LREM', KEYS[1], -1, handle)
   if counted then redis.call('HDEL', KEYS[5], redis.sha1hex(handle)) end
 end
+redis.call('HDEL', KEYS[6], consumer)
 count_all()
 """
 )

@@ -173,7 +173,13 @@ class StreamTransport(Transport):
         handles = [d.handle for d in written] + [letter.delivery.handle for letter in dead]
         handles += [record.handle for record in retries]
         args = self._settlement_args(consumer, handles, dead, type_counts, retries)
-        keys = [self.keys.queue, self.keys.dead_letters(), self.keys.stats(), self.keys.retry()]
+        keys = [
+            self.keys.queue,
+            self.keys.dead_letters(),
+            self.keys.stats(),
+            self.keys.retry(),
+            self.keys.journal(),
+        ]
         with redis_errors(self.url):
             self._settle(keys=keys, args=[self.group, *args])
 
@@ -241,7 +247,8 @@ def _needed_from(client: redis.Redis, stream: str, group: dict[str, Any]) -> tup
     candidates = [_next_id(group["last-delivered-id"])]
     if int(group["pending"]):
         summary = client.xpending(stream, group["name"])
-        candidates.append(_parse_id(summary["min"]))
+        if summary["min"] is not None:  # the entries may have been acknowledged since XINFO
+            candidates.append(_parse_id(summary["min"]))
     return min(candidates)
 
 
