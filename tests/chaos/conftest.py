@@ -20,6 +20,7 @@ from .harness.scale import current_scale
 _RUNS = pytest.StashKey[list[ChaosRun]]()
 
 MakeRun = Callable[[str, str], ChaosRun]
+NOTE_CHARS = 1500
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             continue  # the harness testing itself: not a scenario row
         run.result.outcome = "PASS" if report.passed else "FAIL"
         if report.failed and call.excinfo is not None:
-            run.note(f"failed: {str(call.excinfo.value).splitlines()[0][:300]}")
+            reason = " | ".join(str(call.excinfo.value).splitlines())
+            run.note(f"failed: {reason[:NOTE_CHARS]}")
         if target:
             append_result(Path(target), run.result)

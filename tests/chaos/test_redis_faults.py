@@ -46,7 +46,9 @@ def test_t3_redis_sigkill_with_aof_loses_no_acked_message(
     outcome = run.finish(producer.ledger)
     run.result.kills = scale.t3_kills
     run.result.recovery = "producer " + describe_times(reconnects)
-    exited = [f"{w.name}: {w.tail(30)}" for w in pool.slots if not w.alive()]
+    exited = [f"{w.name}: {w.tail(12)}" for w in pool.slots if not w.alive()]
+    if exited:
+        run.note(f"exited workers: {exited}")
     v = outcome.verdict
     assert not exited, f"workers did not survive the redis restarts: {exited}"
     assert outcome.drained, outcome.explain()
