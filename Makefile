@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit chaos clean
 
 demo: $(STAMP)
 	$(BIN)/msgrelay demo
@@ -22,6 +22,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# The chaos suite at full size (1M messages, 20 kills); prints the figures and writes docs/reliability.md.
+# `make test` runs the same scenarios at CI size.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --full
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
