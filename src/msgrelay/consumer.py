@@ -53,6 +53,8 @@ BURST_MAX_FAILURES = 5
 """In burst mode, give up (raise) after this many consecutive failed attempts at one batch."""
 HELD_BATCHES_MAX = 10
 """Lines waiting for an unwritable file, in batches, before the consumer stops taking new work."""
+CAUGHT_UP_TRIM_S = 0.1
+"""Once caught up with the queue, trim settled entries at most this often (a full Redis needs it back)."""
 PROMOTE_MAX = 1000
 """Due retries moved back onto the queue per maintenance turn."""
 
@@ -243,8 +245,23 @@ class Consumer:
         self.transport.promote_retries(int(time.time() * 1000), PROMOTE_MAX)
         if self.trim_interval_s > 0 and now >= self._next_trim:
             self._next_trim = now + self.trim_interval_s
-            self.transport.trim()
+            self._trim()
         self._call_hooks("on_maintenance")
+
+    def _trim_soon(self) -> None:
+        if (
+            self.trim_interval_s > 0
+            and self._next_trim - self.trim_interval_s + CAUGHT_UP_TRIM_S <= time.monotonic()
+        ):
+            self._next_trim = time.monotonic() + self.trim_interval_s
+            self._trim()
+
+    def _trim(self) -> None:
+        """Trimming is housekeeping: if it fails (a lost connection included), the next turn tries again."""
+        try:
+            self.transport.trim()
+        except Exception:
+            log.exception("trimming the queue failed; will try again in %.0fs", self.trim_interval_s)
 
     def _next_batch(self, burst: bool) -> list[Delivery]:
         size = self.settings.batch_size
@@ -277,6 +294,8 @@ class Consumer:
         if not self._held:
             self.totals.failed_attempts = 0
         self._record(result)
+        if len(deliveries) < self.settings.batch_size:
+            self._trim_soon()  # caught up with the queue: give the memory of what we settled back now
         if self._held and not result.written:
             self._wait_for_held()  # every file we tried is failing: no point in taking more work yet
 

@@ -182,3 +182,16 @@ LIST_PROMOTE: Final = (
     + "  redis.call('RPUSH', KEYS[2], raw)\n"
     + _PROMOTE_TAIL
 )
+
+# KEYS: stream, stats hash. ARGV: group. Creates the group at 0 (and the stream) unless it exists; works
+# on a full Redis too, or consumers could never start draining a queue whose group is not there yet.
+STREAM_SETUP: Final = (
+    OOM_NOOP_WRITE.format(key="KEYS[2]")
+    + """
+local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(created) == 'table' and created.err and not string.find(created.err, 'BUSYGROUP', 1, true) then
+  return redis.error_reply(created.err)
+end
+return 1
+"""
+)

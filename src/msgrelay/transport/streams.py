@@ -46,6 +46,7 @@ class StreamTransport(Transport):
         self.group = group
         self._settle = client.register_script(scripts.STREAM_SETTLE)
         self._promote = client.register_script(scripts.STREAM_PROMOTE)
+        self._setup = client.register_script(scripts.STREAM_SETUP)
         self._claim_cursor = b"0-0"
 
     def send(self, payloads: Sequence[bytes]) -> None:
@@ -61,11 +62,15 @@ class StreamTransport(Transport):
 
     def setup(self) -> None:
         with redis_errors(self.url):
-            try:
-                self.client.xgroup_create(self.keys.queue, self.group, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._setup(keys=[self.keys.queue, self.keys.stats()], args=[self.group])
+
+    def _group_info(self) -> dict[str, Any] | None:
+        """Our group's XINFO GROUPS row, or None if the stream or the group does not exist."""
+        try:
+            groups = self.client.xinfo_groups(self.keys.queue)
+        except redis.exceptions.ResponseError:
+            return None  # no stream yet
+        return next((group for group in groups if group["name"] == self.group.encode()), None)
 
     def recover(self, consumer: str, count: int) -> list[Delivery]:
         entries = self._read(consumer, count, from_id=b"0", block_s=0.0)
@@ -201,16 +206,15 @@ class StreamTransport(Transport):
 
     def backlog(self) -> int | None:
         with redis_errors(self.url):
-            try:
-                groups = self.client.xinfo_groups(self.keys.queue)
-            except redis.exceptions.ResponseError:
-                return 0  # no stream yet
-        for group in groups:
-            if group["name"] == self.group.encode():
-                lag = group.get("lag")
-                return self._count_after(group["last-delivered-id"]) if lag is None else int(lag)
-        with redis_errors(self.url):
-            return int(self.client.xlen(self.keys.queue))  # no group yet: everything is backlog
+            group = self._group_info()
+            length = int(self.client.xlen(self.keys.queue))
+        if group is None:
+            return length  # no group yet: everything is backlog (0 if there is no stream either)
+        lag = group.get("lag")
+        if lag is not None and 0 <= int(lag) <= length:
+            return int(lag)
+        # Redis < 7 has no lag, and 7.0 can report a stale one after restarts and trims: count instead.
+        return self._count_after(group["last-delivered-id"])
 
     def _count_after(self, last_delivered: bytes) -> int | None:
         """Redis < 7 has no group lag: count undelivered entries, up to BACKLOG_SCAN_LIMIT (else None)."""

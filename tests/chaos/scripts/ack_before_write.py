@@ -21,6 +21,11 @@ from msgrelay.sinks.files import LogFileSink
 STREAM, GROUP = "msgrelay:logs", "msgrelay"
 
 
+WORK_S = 0.3
+"""Slow work keeps a backlog, so the worker is nearly always between its ack (pop) and its write when
+the harness kills it: the control must lose messages every time, not by luck."""
+
+
 def main() -> None:
     args = parse_args()
     client = redis.Redis.from_url(args.redis_url, socket_timeout=5)
@@ -35,7 +40,7 @@ def main() -> None:
             continue
         entries = reply[0][1]
         client.xack(STREAM, GROUP, *[entry_id for entry_id, _ in entries])  # the bug: ack first
-        time.sleep(0.05)  # the work between taking the batch and writing it
+        time.sleep(WORK_S)  # the work between taking the batch and writing it: where a kill loses it
         sink.write_batch(decode_all([fields[b"m"] for _, fields in entries]))
 
 

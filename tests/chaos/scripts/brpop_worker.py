@@ -20,6 +20,11 @@ from msgrelay.sinks.files import LogFileSink
 BUFFER = "message_buffer"
 
 
+WORK_S = 0.3
+"""Slow work keeps a backlog, so the worker is nearly always between its ack (pop) and its write when
+the harness kills it: the control must lose messages every time, not by luck."""
+
+
 def main() -> None:
     args = parse_args()
     client = redis.Redis.from_url(args.redis_url, socket_timeout=5)
@@ -29,7 +34,7 @@ def main() -> None:
         if first is None:
             continue
         rest = client.rpop(BUFFER, args.batch_size - 1) or []
-        time.sleep(0.05)  # the work between taking the batch and writing it
+        time.sleep(WORK_S)  # the work between taking the batch and writing it: where a kill loses it
         sink.write_batch(decode_all([first[1], *rest]))
 
 
