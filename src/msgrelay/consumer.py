@@ -33,10 +33,8 @@ from msgrelay.codec import decode
 from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
 from msgrelay.errors import (
-    BrokerConnectionError,
     BrokerError,
     BrokerResponseError,
-    BrokerTimeoutError,
     DecodeError,
     SinkError,
 )
@@ -162,7 +160,7 @@ class Consumer:
         self._held_types: set[str] = set()
         self._held_retry_at = 0.0
         self._next_maintenance = 0.0
-        self._next_trim = 0.0
+        self._last_trim = -float("inf")
         self._next_self_check = 0.0
         self._reclaiming = True
         self._recovering = True
@@ -243,21 +241,16 @@ class Consumer:
             self._next_self_check = now + self.settings.claim_idle_s
             self._recovering = True
         self.transport.promote_retries(int(time.time() * 1000), PROMOTE_MAX)
-        if self.trim_interval_s > 0 and now >= self._next_trim:
-            self._next_trim = now + self.trim_interval_s
-            self._trim()
+        self._trim_if(older_than_s=self.trim_interval_s)
         self._call_hooks("on_maintenance")
 
-    def _trim_soon(self) -> None:
-        if (
-            self.trim_interval_s > 0
-            and self._next_trim - self.trim_interval_s + CAUGHT_UP_TRIM_S <= time.monotonic()
-        ):
-            self._next_trim = time.monotonic() + self.trim_interval_s
-            self._trim()
-
-    def _trim(self) -> None:
-        """Trimming is housekeeping: if it fails (a lost connection included), the next turn tries again."""
+    def _trim_if(self, *, older_than_s: float) -> None:
+        """Trim when the last trim is older than that. Trimming is housekeeping: if it fails (a lost
+        connection included), the next turn tries again."""
+        now = time.monotonic()
+        if self.trim_interval_s <= 0 or now - self._last_trim < older_than_s:
+            return
+        self._last_trim = now
         try:
             self.transport.trim()
         except Exception:
@@ -278,7 +271,7 @@ class Consumer:
     def _leave(self) -> None:
         try:
             self.transport.leave(self.name)
-        except (BrokerConnectionError, BrokerTimeoutError):
+        except BrokerError:
             log.warning("could not unregister consumer %s; the reaper will", self.name)
 
     # --- one batch ------------------------------------------------------------------------------------
@@ -295,7 +288,8 @@ class Consumer:
             self.totals.failed_attempts = 0
         self._record(result)
         if len(deliveries) < self.settings.batch_size:
-            self._trim_soon()  # caught up with the queue: give the memory of what we settled back now
+            # caught up with the queue: give the memory of what we settled back now (a full Redis needs it)
+            self._trim_if(older_than_s=CAUGHT_UP_TRIM_S)
         if self._held and not result.written:
             self._wait_for_held()  # every file we tried is failing: no point in taking more work yet
 
