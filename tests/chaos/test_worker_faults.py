@@ -26,14 +26,15 @@ BATCH = 100
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "effectively_once"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_t1_sigkilled_workers_lose_nothing_and_other_consumers_recover_their_batches(
-    chaos: MakeRun, transport: str
+    chaos: MakeRun, transport: str, delivery: str
 ) -> None:
-    # Given W workers and a producer at a steady rate
-    run = chaos("T1 worker-sigkill", transport)
+    # Given W workers (in the given delivery mode) and a producer at a steady rate
+    run = chaos("T1 worker-sigkill" + ("" if delivery == "at_least_once" else f" ({delivery})"), transport)
     scale = run.scale
-    pool = run.pool(4, run.spec(batch_size=BATCH))
+    pool = run.pool(4, run.spec(batch_size=BATCH, MSGRELAY_CONSUMER__DELIVERY=delivery))
     producer = run.producer(ProducerPlan(scale.t1_messages, scale.rate_per_s)).start()
     interval = scale.t1_messages / scale.rate_per_s / scale.t1_kills
     rng = random.Random(1)
@@ -69,7 +70,7 @@ def test_t1_sigkilled_workers_lose_nothing_and_other_consumers_recover_their_bat
     assert outcome.drained, f"not drained (no crash recovery by other consumers?): {outcome.explain()}"
     assert not tracker.unrecovered(), f"killed consumers still hold entries: {tracker.unrecovered()}"
     assert (v.lost, v.unexpected, v.torn) == (0, 0, 0), outcome.explain()
-    assert v.dup <= kills * BATCH, outcome.explain()
+    assert v.dup <= (kills * BATCH if delivery == "at_least_once" else 0), outcome.explain()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -179,7 +179,7 @@ STREAM_PROMOTE: Final = (
 LIST_PROMOTE: Final = (
     _PROMOTE_HEAD
     + "  redis.call('HSET', KEYS[3], redis.sha1hex(raw), attempts)\n"
-    + "  redis.call('RPUSH', KEYS[2], raw)\n"
+    + "  redis.call('LPUSH', KEYS[2], raw)\n"  # the producers' end: behind the backlog, as on a stream
     + _PROMOTE_TAIL
 )
 
