@@ -427,3 +427,19 @@ def test_settle_drops_the_consumers_write_journal_entry_in_the_same_step(
 
     # Then: its entry went with the ack (no window where the batch is acked but still journaled)
     assert redis_client.hkeys(transport.keys.journal()) == [b"c2"]
+
+
+def test_recover_counts_every_delivery_of_a_large_batch(
+    transport: Transport, new_transport: MakeTransport
+) -> None:
+    # Given 120 entries (stream ids ...-9 and ...-100 in one millisecond must compare as numbers, not text)
+    transport.send([f"entry {i}".encode() for i in range(120)])
+    assert len(transport.fetch("c1", 120, 0)) == 120
+
+    # When the consumer restarts twice and takes them back both times without settling
+    new_transport().recover("c1", 120)
+    again = new_transport().recover("c1", 120)
+
+    # Then every entry knows it is on its third delivery
+    assert len(again) == 120
+    assert {d.attempt for d in again} == {3}

@@ -219,10 +219,9 @@ def consume(
     _check_timeouts(settings)
     queue_transport = create_transport(settings)
     _check_server(queue_transport, settings)
-    cs = settings.consumer.model_copy(
-        update={"consumer_name": settings.consumer.consumer_name or default_consumer_name()}
-    )
-    sink = _log_file_sink(cs, queue_transport)
+    name = settings.consumer.consumer_name or default_consumer_name()  # the sink's journal needs it too
+    cs = settings.consumer.model_copy(update={"consumer_name": name})
+    sink = _log_file_sink(cs, name, queue_transport)
     reporter = None if quiet else BatchReporter(out)
     retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
     hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
@@ -253,13 +252,10 @@ def consume(
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
 
 
-def _log_file_sink(cs: ConsumerSettings, queue_transport: Transport) -> LogFileSink:
+def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
     journal = None
     if cs.delivery == "effectively_once":
-        assert cs.consumer_name is not None
-        journal = WriteJournal(
-            queue_transport.client, queue_transport.keys, cs.consumer_name, url=queue_transport.url
-        )
+        journal = WriteJournal(queue_transport.client, queue_transport.keys, name, url=queue_transport.url)
     return LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format, journal=journal)
 
 

@@ -176,12 +176,11 @@ class Transport(ABC):
             args.append(len(fields))
             for name, value in fields.items():
                 args += [name, value]  # type: ignore[list-item]
-        counters = dict(type_counts.items())
         processed = sum(type_counts.values())
         increments: list[tuple[str, int]] = [(Stat.BATCHES, 1)]
         if processed:
             increments.append((Stat.PROCESSED, processed))
-            increments += [(Stat.processed_type(t), n) for t, n in counters.items()]
+            increments += [(Stat.processed_type(t), n) for t, n in type_counts.items()]
         if dead:
             increments.append((Stat.DEAD_LETTERED, len(dead)))
         if retries:

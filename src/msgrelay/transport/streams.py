@@ -157,8 +157,9 @@ class StreamTransport(Transport):
             return []
         ids = [entry_id for entry_id, _ in entries]
         with redis_errors(self.url):
+            first, last = min(ids, key=_parse_id), max(ids, key=_parse_id)  # ids compare as numbers
             pending = self.client.xpending_range(
-                self.keys.queue, self.group, min(ids), max(ids), len(ids) * 2 + 10, consumer
+                self.keys.queue, self.group, first, last, len(ids) * 2 + 10, consumer
             )
         times = {row["message_id"]: int(row["times_delivered"]) for row in pending}
         return [_delivery(entry_id, fields, times.get(entry_id, 2)) for entry_id, fields in entries]
