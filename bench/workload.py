@@ -7,7 +7,10 @@ separate virtualenvs can load it by path.
 
 A message is a compact JSON object of about ``size`` bytes (175 by default, the size the issue measures)::
 
-    {"id":"b-0000000001","type":"INFO","text":"GET /api/v1/orders/4711 200 in 12 ms ...","ts":1764050000.123,"host":"web-1","app":"shop"}
+    {"id":"b-0000000001","type":"INFO","text":"GET /api/v1/orders 200 in 12 ms xxx","ts":1764050000.123,
+     "host":"web-1","app":"shop"}
+
+Below 110 bytes the ``host``/``app`` fields are left out and ``ts`` is whole seconds (64 bytes is the least).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ _WORDS = (
 
 
 def message_dicts(count: int, *, size: int = DEFAULT_SIZE, seed: int = 7) -> Iterator[dict[str, object]]:
-    """``count`` log messages as dicts whose compact JSON is ``size`` bytes (at least ~100)."""
+    """``count`` log messages as dicts whose compact JSON is ``size`` bytes (at least 64)."""
     rng = random.Random(seed)  # noqa: S311 - sample data
     now = time.time()
     for number in range(count):
@@ -43,9 +46,12 @@ def message_dicts(count: int, *, size: int = DEFAULT_SIZE, seed: int = 7) -> Ite
             "type": msg_type,
             "text": "",
             "ts": round(now + number * 1e-6, 6),
-            "host": f"web-{number % 8}",
-            "app": "shop",
         }
+        if size >= 110:
+            message["host"] = f"web-{number % 8}"
+            message["app"] = "shop"
+        else:
+            message["ts"] = int(now)
         base = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
         want = max(1, size - base)
         seedtext = rng.choice(_WORDS)
