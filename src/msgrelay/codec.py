@@ -31,7 +31,7 @@ from typing import Final
 import orjson
 
 from msgrelay.errors import DecodeError
-from msgrelay.levels import DEFAULT_TYPE, normalize_level
+from msgrelay.levels import DEFAULT_TYPE, LOG_TYPES, normalize_level
 from msgrelay.message import JSONValue, Message
 
 TEXT_KEYS: Final = ("text", "message", "msg")
@@ -46,6 +46,10 @@ MAX_NESTING: Final = 128
 # A JSON string or number, to find integer literals orjson would silently turn into (lossy) floats.
 _STRING_OR_NUMBER = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+)(\.\d+)?([eE][+-]?\d+)?', re.DOTALL)
 _INT_RANGE: Final = range(-(2**63), 2**64)  # what orjson keeps as int
+_WIDE: Final = float(2**63)
+_WIDE_DIGITS = re.compile(rb"\d{19}")
+_CANONICAL_TYPES: Final = {**{t: t for t in LOG_TYPES}, **{t.lower(): t for t in LOG_TYPES}}
+"""Type words that need no normalising (a dict lookup instead of strip, lower and the alias table)."""
 
 # "ERROR: x", "[warn] x", "Critical - x", "ERROR x" (a bare word only when written in capitals).
 _TEXT_LEVEL = re.compile(
@@ -55,9 +59,12 @@ _TEXT_LEVEL = re.compile(
 
 def encode(message: Message) -> bytes:
     """Serialise a message to our wire format: one compact JSON object."""
-    return orjson.dumps(
-        {"id": message.id, "type": message.type, "text": message.text, "ts": message.ts, **message.fields}
-    )
+    return orjson.dumps(wire_record(message))
+
+
+def wire_record(message: Message) -> dict[str, JSONValue]:
+    """The JSON object of a message on the wire: the envelope, then the extra fields."""
+    return {"id": message.id, "type": message.type, "text": message.text, "ts": message.ts, **message.fields}
 
 
 def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
@@ -91,27 +98,49 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         raise DecodeError(reason, str(exc), raw) from None
     except RecursionError:  # pragma: no cover - orjson limits depth itself; belt and braces
         raise DecodeError("malformed_json", "nesting too deep", raw) from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise DecodeError("malformed_json", "not a JSON object", raw)
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
-        raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
-    if re.search(rb"\d{19}", raw) and _has_wide_int(raw):
-        raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
-    fields: dict[str, JSONValue] = dict(obj)
+    fields: dict[str, JSONValue] = obj
+    if _may_hide_wide_ints(fields):
+        if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(fields):
+            raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
+        if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):
+            raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
+    # The first alias present wins; the first of each list is also our own wire format's key, so our
+    # own messages take the first branch of each lookup.
     msg_id = fields.pop("id", None)
-    text = _pop_first(fields, TEXT_KEYS)
+    text = fields.pop("text") if "text" in fields else _pop_first(fields, TEXT_KEYS)
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
-    if not isinstance(text, str):
+    if type(text) is not str:
         raise DecodeError("invalid_field", "message text is not a string", raw)
-    msg_type = _decode_type(_pop_first(fields, TYPE_KEYS), fields, raw)
+    type_word = fields.pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
+    msg_type = _CANONICAL_TYPES.get(type_word) if type(type_word) is str else None
+    if msg_type is None:
+        msg_type = _decode_type(type_word, fields, raw)
+    ts = fields.pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
     return Message(
-        id=_decode_id(msg_id, raw, source_id),
+        id=msg_id
+        if type(msg_id) is str and 0 < len(msg_id) <= MAX_ID_LENGTH
+        else _decode_id(msg_id, raw, source_id),
         type=msg_type,
         text=text,
-        ts=_decode_ts(_pop_first(fields, TS_KEYS), raw),
+        ts=ts if type(ts) is float else _decode_ts(ts, raw),
         fields=fields,
     )
+
+
+def _may_hide_wide_ints(obj: dict[str, JSONValue]) -> bool:
+    """Whether the parsed object needs the costly checks for deep nesting and integers over 64 bits.
+
+    orjson turns an integer literal over 64 bits into a float at least 2**63 in size, and a flat object of
+    strings, small numbers, booleans and nulls can neither nest nor hide one: that is (almost) every log
+    message, checked here in one pass over its values."""
+    for value in obj.values():
+        kind = type(value)
+        if kind is dict or kind is list or (kind is float and not -_WIDE < value < _WIDE):
+            return True
+    return False
 
 
 def _too_deep(obj: JSONValue) -> bool:

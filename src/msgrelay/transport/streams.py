@@ -44,6 +44,7 @@ class StreamTransport(Transport):
     def __init__(self, client: redis.Redis, keys: KeySchema, *, url: str, group: str) -> None:
         super().__init__(client, keys, url=url)
         self.group = group
+        self._send = client.register_script(scripts.STREAM_SEND)
         self._settle = client.register_script(scripts.STREAM_SETTLE)
         self._promote = client.register_script(scripts.STREAM_PROMOTE)
         self._setup = client.register_script(scripts.STREAM_SETUP)
@@ -52,13 +53,8 @@ class StreamTransport(Transport):
     def send(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
             return
-        stream = self.keys.queue
         with redis_errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for payload in payloads:
-                raw_command(pipe, "XADD", stream, "*", STREAM_PAYLOAD_FIELD, payload)
-            pipe.hincrby(self.keys.stats(), Stat.PRODUCED, len(payloads))
-            pipe.execute()
+            self._send(keys=[self.keys.queue, self.keys.stats()], args=[STREAM_PAYLOAD_FIELD, Stat.PRODUCED, *payloads])
 
     def setup(self) -> None:
         with redis_errors(self.url):
