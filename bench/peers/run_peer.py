@@ -46,9 +46,10 @@ PEERS = ("celery", "dramatiq", "huey", "rq", "arq")
 PEER_VENVS = {"celery": "bench/.venvs/peers", "dramatiq": "bench/.venvs/peers", "huey": "bench/.venvs/peers",
               "rq": "bench/.venvs/peers", "arq": "bench/.venvs/arq"}  # fmt: skip
 
-# Message counts for a full run of ~10-30 s each (processing plus enqueueing) on 2 cores, from the rates
-# measured here: RQ ~55/s with 2 workers, Celery ~1k/s, arq ~1.5k/s, Huey ~3k/s, Dramatiq ~4k/s.
-SUGGESTED_MESSAGES = {"celery": 15_000, "dramatiq": 60_000, "huey": 50_000, "rq": 800, "arq": 20_000}
+# Message counts for a full run of ~15-25 s each (enqueueing plus processing) on 2 cores, from the rates
+# measured here (processing / enqueueing, msgs/s): Celery 1.3k / 3.9k, Dramatiq 3.8k / 9.7k, Huey 6.5k / 27k,
+# RQ 90 / 6k, arq 2.6k / 3.4k.
+SUGGESTED_MESSAGES = {"celery": 20_000, "dramatiq": 60_000, "huey": 100_000, "rq": 1_500, "arq": 30_000}
 # A smoke run (CI): a few seconds each.
 SMOKE_MESSAGES = {"celery": 300, "dramatiq": 300, "huey": 300, "rq": 50, "arq": 300}
 
