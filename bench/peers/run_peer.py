@@ -316,7 +316,14 @@ def parse_args(argv: Sequence[str] | None = None) -> RunSpec:
     return RunSpec(args.peer, args.redis_url, messages, args.workdir.resolve(), args.size, args.timeout)
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    # The workers run in sessions of their own, out of reach of a signal to ours: turn a SIGTERM (a caller
+    # giving up on us) into an exception, so that running_workers' cleanup still stops them.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     print(json.dumps(run(parse_args(argv))), flush=True)
     return 0
 
