@@ -101,28 +101,25 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
     if type(obj) is not dict:
         raise DecodeError("malformed_json", "not a JSON object", raw)
     fields: dict[str, JSONValue] = obj
-    if _may_hide_wide_ints(fields):
-        if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(fields):
-            raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
-        if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):
-            raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
-    # The first alias present wins; the first of each list is also our own wire format's key, so our
-    # own messages take the first branch of each lookup.
+    # The first alias present wins. The first of each list is our own wire format's key, so our own
+    # messages take the first branch of each lookup.
     msg_id = fields.pop("id", None)
     text = fields.pop("text") if "text" in fields else _pop_first(fields, TEXT_KEYS)
+    type_word = fields.pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
+    ts = fields.pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
+    if (fields and _may_hide_wide_ints(fields)) or _is_wide_float(msg_id) or _is_wide_float(ts):
+        _check_depth_and_width(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
     if type(text) is not str:
         raise DecodeError("invalid_field", "message text is not a string", raw)
-    type_word = fields.pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
     msg_type = _CANONICAL_TYPES.get(type_word) if type(type_word) is str else None
     if msg_type is None:
         msg_type = _decode_type(type_word, fields, raw)
-    ts = fields.pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
+    if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
+        msg_id = _decode_id(msg_id, raw, source_id)
     return Message(
-        id=msg_id
-        if type(msg_id) is str and 0 < len(msg_id) <= MAX_ID_LENGTH
-        else _decode_id(msg_id, raw, source_id),
+        id=msg_id,
         type=msg_type,
         text=text,
         ts=ts if type(ts) is float else _decode_ts(ts, raw),
@@ -130,17 +127,29 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
     )
 
 
-def _may_hide_wide_ints(obj: dict[str, JSONValue]) -> bool:
-    """Whether the parsed object needs the costly checks for deep nesting and integers over 64 bits.
+def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
+    """Whether the extra fields need the costly checks for deep nesting and integers over 64 bits.
 
-    orjson turns an integer literal over 64 bits into a float at least 2**63 in size, and a flat object of
-    strings, small numbers, booleans and nulls can neither nest nor hide one: that is (almost) every log
-    message, checked here in one pass over its values."""
-    for value in obj.values():
+    orjson turns an integer literal over 64 bits into a float of at least 2**63 in size: flat fields of
+    strings, small numbers, booleans and nulls can neither nest nor hide one. That is (almost) every log
+    message, settled here in one pass over a few values."""
+    for value in fields.values():
         kind = type(value)
         if kind is dict or kind is list or (kind is float and not -_WIDE < value < _WIDE):
             return True
     return False
+
+
+def _is_wide_float(value: JSONValue) -> bool:
+    return type(value) is float and not -_WIDE < value < _WIDE
+
+
+def _check_depth_and_width(raw: bytes, obj: dict[str, JSONValue]) -> None:
+    """Refuse what we could not write back faithfully: too deep a nesting, or an integer over 64 bits."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
+        raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
+    if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):
+        raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
 
 
 def _too_deep(obj: JSONValue) -> bool:

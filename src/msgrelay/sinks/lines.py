@@ -49,6 +49,7 @@ def escape(text: str) -> str:
 
 _YEAR_9999: Final = 253402300799.0
 _SECONDS_CACHE_MAX: Final = 4096
+_MILLIS: Final = tuple(f"{ms:03d}" for ms in range(1000))
 _seconds_text: dict[int, str] = {}
 """Whole second -> its ISO 8601 text: a batch's messages share a few seconds, formatted once each."""
 
@@ -67,7 +68,7 @@ def _iso(ts: float) -> str:
         if len(_seconds_text) >= _SECONDS_CACHE_MAX:
             _seconds_text.clear()
         text = _seconds_text[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{micros // 1000:03d}Z"
+    return f"{text}.{_MILLIS[micros // 1000]}Z"
 
 
 def _iso_slow(ts: float) -> str:

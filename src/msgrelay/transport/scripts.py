@@ -19,9 +19,10 @@ OOM_NOOP_WRITE: Final = (
     "redis.call('HDEL', {key}, '')  -- a write that changes nothing: see the module docstring\n"
 )
 
-# KEYS: stream, stats. ARGV: payload field, name of the produced counter, payload... One call adds a whole chunk: one command to encode
-# and one reply to read instead of one per message (redis-py's per-command cost dominated producing), and
-# the chunk is stored whole or not at all (out of memory is refused at the first XADD, before any write).
+# KEYS: stream, stats. ARGV: payload field, name of the produced counter, payload...
+# One call adds a whole chunk: one command to encode and one reply to read instead of one per message
+# (redis-py's per-command cost dominated producing), and the chunk is stored whole or not at all (out of
+# memory is refused at the first XADD, before anything is written).
 STREAM_SEND: Final = """
 for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[i]) end
 redis.call('HINCRBY', KEYS[2], ARGV[2], #ARGV - 2)

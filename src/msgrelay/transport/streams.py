@@ -60,7 +60,10 @@ class StreamTransport(Transport):
         if not payloads:
             return
         with redis_errors(self.url):
-            self._send(keys=[self.keys.queue, self.keys.stats()], args=[STREAM_PAYLOAD_FIELD, Stat.PRODUCED, *payloads])
+            self._send(
+                keys=[self.keys.queue, self.keys.stats()],
+                args=[STREAM_PAYLOAD_FIELD, Stat.PRODUCED, *payloads],
+            )
 
     def setup(self) -> None:
         with redis_errors(self.url):
@@ -134,7 +137,7 @@ class StreamTransport(Transport):
             )
         if not reply:
             return []
-        # We read one stream: RESP3 replies {stream: entries} (redis-py 8's default), RESP2 [[stream, entries]].
+        # One stream read: RESP3 replies {stream: entries} (redis-py 8's default), RESP2 [[stream, entries]].
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         return self._drop_deleted(entries)
 
