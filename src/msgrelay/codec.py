@@ -32,7 +32,7 @@ import orjson
 
 from msgrelay.errors import DecodeError
 from msgrelay.levels import DEFAULT_TYPE, LOG_TYPES, normalize_level
-from msgrelay.message import JSONValue, Message
+from msgrelay.message import JSONValue, Message, new_message
 
 TEXT_KEYS: Final = ("text", "message", "msg")
 TYPE_KEYS: Final = ("type", "level", "severity", "levelname")
@@ -47,6 +47,7 @@ MAX_NESTING: Final = 128
 _STRING_OR_NUMBER = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+)(\.\d+)?([eE][+-]?\d+)?', re.DOTALL)
 _INT_RANGE: Final = range(-(2**63), 2**64)  # what orjson keeps as int
 _WIDE: Final = float(2**63)
+_MAY_HIDE: Final = frozenset((dict, list, float))
 _WIDE_DIGITS = re.compile(rb"\d{19}")
 _CANONICAL_TYPES: Final = {**{t: t for t in LOG_TYPES}, **{t.lower(): t for t in LOG_TYPES}}
 """Type words that need no normalising (a dict lookup instead of strip, lower and the alias table)."""
@@ -74,7 +75,7 @@ def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
     """
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
-    if raw.lstrip()[:1] == b"{":
+    if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
         return _decode_object(raw, source_id)
     return _decode_text_line(raw, source_id)
 
@@ -103,11 +104,16 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
     fields: dict[str, JSONValue] = obj
     # The first alias present wins. The first of each list is our own wire format's key, so our own
     # messages take the first branch of each lookup.
-    msg_id = fields.pop("id", None)
-    text = fields.pop("text") if "text" in fields else _pop_first(fields, TEXT_KEYS)
-    type_word = fields.pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
-    ts = fields.pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
-    if (fields and _may_hide_wide_ints(fields)) or _is_wide_float(msg_id) or _is_wide_float(ts):
+    pop = fields.pop
+    msg_id = pop("id", None)
+    text = pop("text") if "text" in fields else _pop_first(fields, TEXT_KEYS)
+    type_word = pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
+    ts = pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
+    if (
+        (fields and not _MAY_HIDE.isdisjoint(map(type, fields.values())) and _may_hide_wide_ints(fields))
+        or type(msg_id) is float
+        or (type(ts) is float and not -_WIDE < ts < _WIDE)
+    ):
         _check_depth_and_width(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
@@ -118,30 +124,20 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         msg_type = _decode_type(type_word, fields, raw)
     if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
         msg_id = _decode_id(msg_id, raw, source_id)
-    return Message(
-        id=msg_id,
-        type=msg_type,
-        text=text,
-        ts=ts if type(ts) is float else _decode_ts(ts, raw),
-        fields=fields,
-    )
+    return new_message(msg_id, msg_type, text, ts if type(ts) is float else _decode_ts(ts, raw), fields)
 
 
 def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
-    """Whether the extra fields need the costly checks for deep nesting and integers over 64 bits.
+    """Whether extra fields with floats, objects or lists need the costly checks for deep nesting and
+    integers over 64 bits (orjson turns such an integer into a float of at least 2**63 in size).
 
-    orjson turns an integer literal over 64 bits into a float of at least 2**63 in size: flat fields of
-    strings, small numbers, booleans and nulls can neither nest nor hide one. That is (almost) every log
-    message, settled here in one pass over a few values."""
-    for value in fields.values():
-        kind = type(value)
-        if kind is dict or kind is list or (kind is float and not -_WIDE < value < _WIDE):
-            return True
-    return False
-
-
-def _is_wide_float(value: JSONValue) -> bool:
-    return type(value) is float and not -_WIDE < value < _WIDE
+    Flat fields of strings, small numbers, booleans and nulls can neither nest nor hide one: that is (almost)
+    every log message, settled before this is called by one C-level pass over the value types."""
+    return any(
+        type(value) is not float or not -_WIDE < value < _WIDE
+        for value in fields.values()
+        if type(value) in _MAY_HIDE
+    )
 
 
 def _check_depth_and_width(raw: bytes, obj: dict[str, JSONValue]) -> None:

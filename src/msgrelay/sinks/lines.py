@@ -102,7 +102,10 @@ def _safe_json(value: object) -> str:
 
 def text_line(message: Message) -> str:
     extra = f" {_safe_json(message.fields)}" if message.fields else ""
-    return f"{_iso(message.ts)} {message.type} {escape(message.id)} {escape(message.text)}{extra}\n"
+    msg_id, text = message.id, message.text
+    if not (text.isascii() and text.isprintable() and msg_id.isascii() and msg_id.isprintable()):
+        msg_id, text = escape(msg_id), escape(text)  # the usual case needs no escaping (see escape)
+    return f"{_iso(message.ts)} {message.type} {msg_id} {text}{extra}\n"
 
 
 def json_line(message: Message) -> str:
