@@ -5,6 +5,7 @@ Errors from the library are caught once, in :func:`main`, and printed as one lin
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -163,6 +164,18 @@ def produce(
     )
 
 
+YOUNG_GC_THRESHOLD = 20_000
+"""Container allocations between young-generation collections in ``consume`` (Python's default: 700)."""
+
+
+def _collect_garbage_per_batch() -> None:
+    """Let a batch's objects die young. A batch allocates a few thousand dicts and objects that all live
+    until it is settled; at the default threshold several collections run during each batch, and every
+    survivor is promoted and scanned again later (about 8 % of a consumer's time). A process setting, so
+    the command sets it and the library does not."""
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 @app.command()
 def consume(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
@@ -242,6 +255,7 @@ def consume(
         f"into {sink.log_dir}" + (" (burst)" if burst else ""),
         markup=False,  # names and paths are data: "w[/x]" must print as typed, not crash
     )
+    _collect_garbage_per_batch()
     try:
         totals = consumer.run(burst=burst)
     finally:

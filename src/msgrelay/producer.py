@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Final, Self
 
@@ -38,6 +38,8 @@ _EXACT_TYPES: Final = {
 }
 """Type words that need no normalising: one dict lookup on the hot path."""
 
+CHUNK_BYTES: Final = 4 * 1024 * 1024
+"""Payload bytes per chunk (one command): 64 KB messages go 64 at a time, small ones ``pipeline_size``."""
 _PLAIN_TYPES: Final = frozenset((str, float, bool, type(None)))
 _encode_plain = msgspec.json.Encoder().encode
 
@@ -83,7 +85,7 @@ class Producer:
         return self.send_many([(msg_type, text, fields)])[0]
 
     def send_many(self, messages: Iterable[MessageSpec]) -> list[str]:
-        """Send messages in chunks of ``pipeline_size`` (one round trip each); returns their ids in order.
+        """Send messages in chunks of ``pipeline_size`` (one command each); returns their ids in order.
 
         Every message is validated before any chunk is sent, and a chunk is stored whole or not at all.
         If the connection fails while a chunk is sent, :class:`ProduceOutcomeUnknown` says which ids are
@@ -92,8 +94,7 @@ class Producer:
         memory ...) means the chunk was refused.
         """
         ids, payloads = self._encode_all(messages)
-        for start in range(0, len(payloads), self.pipeline_size):
-            end = start + self.pipeline_size
+        for start, end in self._chunks(payloads):
             try:
                 self.transport.send(payloads[start:end])
             except (BrokerConnectionError, BrokerTimeoutError) as exc:
@@ -106,6 +107,19 @@ class Producer:
                     unsent_ids=ids[end:],
                 ) from exc
         return ids
+
+    def _chunks(self, payloads: list[bytes]) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of each chunk: at most ``pipeline_size`` messages and about ``CHUNK_BYTES`` (a
+        chunk of big messages must not make one huge command that holds up Redis and the reply)."""
+        start = 0
+        while start < len(payloads):
+            end, size = start, 0
+            limit = min(len(payloads), start + self.pipeline_size)
+            while end < limit and (end == start or size + len(payloads[end]) <= CHUNK_BYTES):
+                size += len(payloads[end])
+                end += 1
+            yield start, end
+            start = end
 
     def _as_message(self, spec: MessageSpec) -> Message:
         if isinstance(spec, Message):
@@ -125,26 +139,18 @@ class Producer:
             if type(spec) is tuple:
                 msg_type, text, fields = spec if len(spec) == 3 else (*spec, None)
                 canonical = exact.get(msg_type) if type(msg_type) is str else None
-                if (
-                    canonical is None
-                    or type(text) is not str
-                    or (fields and not ENVELOPE_KEYS.isdisjoint(fields))
-                ):
-                    canonical, fields = _checked(
-                        msg_type, text, fields
-                    )  # errors, and level words to normalise
+                clash = fields is not None and not ENVELOPE_KEYS.isdisjoint(fields)
+                if canonical is None or type(text) is not str or clash:  # raises, or normalises the type
+                    canonical, fields = _checked(msg_type, text, fields)
                 msg_id = f"{prefix}-{next(counter):x}"
                 record = {"id": msg_id, "type": canonical, "text": text, "ts": clock(), **(fields or {})}
-                if not fields or _PLAIN_TYPES.issuperset(map(type, fields.values())):
-                    payloads.append(self._dumps_plain(record, msg_id))
-                    ids.append(msg_id)
-                    continue
-            elif isinstance(spec, Message):
-                msg_id, record = spec.id, wire_record(spec)
             else:
-                message = self.build(*spec)
-                msg_id, record = message.id, wire_record(message)
-            payloads.append(self._dumps(record, msg_id))
+                message = self._as_message(spec)
+                msg_id, fields, record = message.id, message.fields, wire_record(message)
+            if not fields or _PLAIN_TYPES.issuperset(map(type, fields.values())):
+                payloads.append(self._dumps_plain(record, msg_id))
+            else:
+                payloads.append(self._dumps(record, msg_id))
             ids.append(msg_id)
         return ids, payloads
 
