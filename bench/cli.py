@@ -1,0 +1,298 @@
+"""``python -m bench``: plan the jobs of the chosen scenarios, run each ``--repeat`` times, write the report.
+
+Repeats are interleaved (every job once, then every job again ...) so that a burst of load from elsewhere
+on a shared machine spreads over the contestants instead of hitting one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import report
+from bench.common import REPO_ROOT, BenchError, cores, cpu_model, fresh_redis, redis_version
+from bench.peer_runs import LABELS, PEERS, PeerSetup, run_peer
+from bench.scenarios import (
+    PLAIN_LIST,
+    PLAIN_STREAMS,
+    Contestant,
+    Figures,
+    end_to_end,
+    latency,
+    produce_only,
+    relay,
+)
+
+SCENARIOS = ("e2e", "modes", "produce", "latency", "memory", "scaling", "peers")
+LATENCY_RATES = (50_000, 10_000)
+SCALE_CONSUMERS = (2, 4)
+SCALE_SIZES = (64, 1024, 64_000)
+"""64 KB is 64,000 bytes: msgrelay's envelope must still fit its default 64 KiB message limit."""
+
+console = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many messages (or seconds) each kind of job gets."""
+
+    e2e: int
+    e2e_slow: int
+    produce: int
+    latency_s: float
+    long_run: int
+    scale: int
+    scale_1k: int
+    scale_64k: int
+    peers: dict[str, int] = field(default_factory=dict)
+
+
+FULL = Sizes(
+    e2e=2_000_000,
+    e2e_slow=1_000_000,
+    produce=1_000_000,
+    latency_s=10.0,
+    long_run=10_000_000,
+    scale=1_000_000,
+    scale_1k=500_000,
+    scale_64k=10_000,
+    peers={"celery": 20_000, "dramatiq": 50_000, "huey": 30_000, "rq": 1_000, "arq": 20_000},
+)
+SMOKE = Sizes(
+    e2e=5_000,
+    e2e_slow=3_000,
+    produce=5_000,
+    latency_s=0.25,
+    long_run=20_000,
+    scale=3_000,
+    scale_1k=2_000,
+    scale_64k=200,
+    peers={"celery": 200, "dramatiq": 200, "huey": 200, "rq": 20, "arq": 200},
+)
+
+Outcome = tuple[Figures, str]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measurement, run once per repeat (``repeat=False``: once in all)."""
+
+    key: str
+    scenario: str
+    label: str
+    run: Callable[[Path], Outcome] | None
+    repeat: bool = True
+    unavailable: str = ""
+
+
+def _plain(run: Callable[[Path], Figures]) -> Callable[[Path], Outcome]:
+    return lambda workdir: (run(workdir), "")
+
+
+def e2e_job(who: Contestant, messages: int, scenario: str = "e2e") -> Job:
+    return Job(f"e2e:{who.key}", scenario, who.label, _plain(lambda w: end_to_end(w, who, messages)))
+
+
+def e2e_jobs(sizes: Sizes) -> list[Job]:
+    return [
+        e2e_job(relay("streams"), sizes.e2e),
+        e2e_job(relay("lists"), sizes.e2e),
+        e2e_job(PLAIN_STREAMS, sizes.e2e_slow),
+        e2e_job(PLAIN_LIST, sizes.e2e),
+    ]
+
+
+def mode_jobs(sizes: Sizes) -> list[Job]:
+    jobs = [e2e_job(relay("streams"), sizes.e2e), e2e_job(relay("lists"), sizes.e2e)]
+    for transport in ("streams", "lists"):
+        jobs += [e2e_job(relay(transport, mode), sizes.e2e_slow, "modes") for mode in ("fsync", "effectively_once")]
+    return jobs
+
+
+def produce_jobs(sizes: Sizes) -> list[Job]:
+    return [
+        Job(f"produce:{who.key}", "produce", who.label, _plain(lambda w, who=who: produce_only(w, who, sizes.produce)))
+        for who in (relay("streams"), relay("lists"), PLAIN_STREAMS, PLAIN_LIST)
+    ]
+
+
+def latency_jobs(sizes: Sizes) -> list[Job]:
+    return [
+        Job(
+            f"latency:{who.key}@{rate}",
+            "latency",
+            who.label,
+            _plain(lambda w, who=who, rate=rate: latency(w, who, rate, sizes.latency_s)),
+        )
+        for rate in LATENCY_RATES
+        for who in (relay("streams"), relay("lists"), PLAIN_STREAMS, PLAIN_LIST)
+    ]
+
+
+def memory_jobs(sizes: Sizes) -> list[Job]:
+    """Redis bytes per message come from the produce-only runs; consumer RSS from one long run."""
+    who = relay("streams")
+    long_run = Job(
+        "rss:long",
+        "memory",
+        f"{who.label} consumer, {sizes.long_run:,} messages",
+        _plain(lambda w: end_to_end(w, who, sizes.long_run)),
+        repeat=False,
+    )
+    return [*produce_jobs(sizes), long_run]
+
+
+def scaling_jobs(sizes: Sizes) -> list[Job]:
+    who = relay("streams")
+    jobs = [e2e_job(who, sizes.e2e)]
+    for consumers in SCALE_CONSUMERS:
+        run = _plain(lambda w, n=consumers: end_to_end(w, who, sizes.scale, consumers=n))
+        jobs.append(Job(f"scale:consumers-{consumers}", "scaling", f"{consumers} consumers, 175 B", run))
+    for size in SCALE_SIZES:
+        count = {64: sizes.scale, 1024: sizes.scale_1k}.get(size, sizes.scale_64k)
+        run = _plain(lambda w, size=size, count=count: end_to_end(w, who, count, size=size))
+        jobs.append(Job(f"scale:size-{size}", "scaling", f"1 consumer, {size:,} B", run))
+    return jobs
+
+
+def peer_jobs(sizes: Sizes, setup: PeerSetup, skip: bool) -> list[Job]:
+    jobs = []
+    for peer in PEERS:
+        reason = "not run (--skip-peers)" if skip else setup.missing(peer)
+        messages = sizes.peers[peer]
+        run = None if reason else (lambda w, peer=peer, n=messages: run_peer(w, setup, peer, n))
+        jobs.append(Job(f"peer:{peer}", "peers", LABELS[peer], run, unavailable=reason or ""))
+    return jobs
+
+
+def plan(sizes: Sizes, only: Sequence[str], setup: PeerSetup, skip_peers: bool) -> list[Job]:
+    """The jobs of the chosen scenarios, each once (scenarios share some: the default e2e rows ...)."""
+    builders: dict[str, Callable[[], list[Job]]] = {
+        "e2e": lambda: e2e_jobs(sizes),
+        "modes": lambda: mode_jobs(sizes),
+        "produce": lambda: produce_jobs(sizes),
+        "latency": lambda: latency_jobs(sizes),
+        "memory": lambda: memory_jobs(sizes),
+        "scaling": lambda: scaling_jobs(sizes),
+        "peers": lambda: peer_jobs(sizes, setup, skip_peers),
+    }
+    jobs: dict[str, Job] = {}
+    for scenario in SCENARIOS:
+        if scenario in only:
+            for job in builders[scenario]():
+                jobs.setdefault(job.key, job)
+    return list(jobs.values())
+
+
+def run_jobs(jobs: Sequence[Job], repeat: int, scratch: Path) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {
+        job.key: {"scenario": job.scenario, "label": job.label, "runs": [], "note": job.unavailable, "errors": []}
+        for job in jobs
+    }
+    for job in jobs:
+        if job.unavailable:
+            console.print(f"{job.label}: {job.unavailable}", markup=False)
+    todo = [(turn, job) for turn in range(repeat) for job in jobs if job.run and (job.repeat or turn == 0)]
+    for number, (turn, job) in enumerate(todo, 1):
+        assert job.run is not None
+        started = time.monotonic()
+        entry = results[job.key]
+        try:
+            figures, note = job.run(scratch / job.key.replace(":", "_").replace("@", "_"))
+        except (BenchError, OSError, ValueError) as exc:
+            entry["errors"].append(str(exc))
+            console.print(f"[{number}/{len(todo)}] {job.key} run {turn + 1}: FAILED {exc}", markup=False)
+            continue
+        entry["runs"].append(figures)
+        entry["note"] = note or entry["note"]
+        console.print(
+            f"[{number}/{len(todo)}] {job.key} run {turn + 1}: {report.headline(figures)} "
+            f"({time.monotonic() - started:.1f}s)",
+            markup=False,
+        )
+    return results
+
+
+def machine_facts(args: argparse.Namespace, sizes: Sizes, scratch: Path) -> dict[str, Any]:
+    with fresh_redis(scratch / "version") as server:
+        version = redis_version(server)
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench " + " ".join(args.argv),
+        "cores": cores(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "redis": version,
+        "kernel": platform.release(),
+        "load_average": list(os.getloadavg()),
+        "commit": _git_commit(),
+        "smoke": args.smoke,
+        "repeat": args.repeat,
+        "sizes": asdict(sizes),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="msgrelay vs plain redis-py loops vs the task-queue peers (issue 4); writes the report.",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: seconds (what CI runs)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3; smoke 1)")
+    parser.add_argument("--skip-peers", action="store_true", help="do not run Celery, Dramatiq, Huey, RQ, arq")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), metavar="NAME",
+                        help=f"only these scenarios: {', '.join(SCENARIOS)}")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
+                        help="the Markdown page; .json and .png are written next to it")  # fmt: skip
+    parser.add_argument("--from-json", type=Path, default=None, help="re-render the page from a results JSON")
+    parser.add_argument("--peers-script", type=Path, default=PeerSetup.script, help=argparse.SUPPRESS)
+    parser.add_argument("--peers-venvs", type=Path, default=PeerSetup.venvs, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.smoke else 3
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        report.write(results, args.out, console)
+        return
+    sizes = SMOKE if args.smoke else FULL
+    setup = PeerSetup(args.peers_script.resolve(), args.peers_venvs.resolve())
+    jobs = plan(sizes, args.only, setup, args.skip_peers)
+    with tempfile.TemporaryDirectory(prefix="msgrelay-bench-") as tmp:
+        scratch = Path(tmp)
+        results = {"meta": machine_facts(args, sizes, scratch), "jobs": run_jobs(jobs, args.repeat, scratch)}
+    report.write(results, args.out, console)
+    failed = [key for key, entry in results["jobs"].items() if entry["errors"]]
+    if failed:
+        console.print(f"failed runs: {', '.join(failed)}", markup=False)
+        raise SystemExit(1)
