@@ -42,7 +42,9 @@ SCALE_CONSUMERS = (2, 4)
 SCALE_SIZES = (64, 1024, 64_000)
 """64 KB is 64,000 bytes: msgrelay's envelope must still fit its default 64 KiB message limit."""
 
-console = Console(stderr=True, highlight=False)
+# Progress goes to stderr, the tables to stdout; a pipe (CI, a log file) gets wide tables, not 80 columns.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+tables_out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,20 @@ def e2e_jobs(sizes: Sizes) -> list[Job]:
 def mode_jobs(sizes: Sizes) -> list[Job]:
     jobs = [e2e_job(relay("streams"), sizes.e2e), e2e_job(relay("lists"), sizes.e2e)]
     for transport in ("streams", "lists"):
-        jobs += [e2e_job(relay(transport, mode), sizes.e2e_slow, "modes") for mode in ("fsync", "effectively_once")]
+        jobs += [
+            e2e_job(relay(transport, mode), sizes.e2e_slow, "modes") for mode in ("fsync", "effectively_once")
+        ]
     return jobs
 
 
 def produce_jobs(sizes: Sizes) -> list[Job]:
     return [
-        Job(f"produce:{who.key}", "produce", who.label, _plain(lambda w, who=who: produce_only(w, who, sizes.produce)))
+        Job(
+            f"produce:{who.key}",
+            "produce",
+            who.label,
+            _plain(lambda w, who=who: produce_only(w, who, sizes.produce)),
+        )
         for who in (relay("streams"), relay("lists"), PLAIN_STREAMS, PLAIN_LIST)
     ]
 
@@ -199,12 +208,21 @@ def plan(sizes: Sizes, only: Sequence[str], setup: PeerSetup, skip_peers: bool) 
 
 def run_jobs(jobs: Sequence[Job], repeat: int, scratch: Path) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {
-        job.key: {"scenario": job.scenario, "label": job.label, "runs": [], "note": job.unavailable, "errors": []}
+        job.key: {
+            "scenario": job.scenario,
+            "label": job.label,
+            "runs": [],
+            "note": job.unavailable,
+            "errors": [],
+        }
         for job in jobs
     }
+    reasons: dict[str, list[str]] = {}
     for job in jobs:
         if job.unavailable:
-            console.print(f"{job.label}: {job.unavailable}", markup=False)
+            reasons.setdefault(job.unavailable, []).append(job.label)
+    for reason, labels in reasons.items():  # one line per reason, not one per peer
+        console.print(f"{', '.join(labels)}: {reason}", markup=False)
     todo = [(turn, job) for turn in range(repeat) for job in jobs if job.run and (job.repeat or turn == 0)]
     for number, (turn, job) in enumerate(todo, 1):
         assert job.run is not None
@@ -248,7 +266,11 @@ def machine_facts(args: argparse.Namespace, sizes: Sizes, scratch: Path) -> dict
 def _git_commit() -> str:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except OSError:
         return "unknown"
@@ -262,7 +284,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: seconds (what CI runs)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3; smoke 1)")
-    parser.add_argument("--skip-peers", action="store_true", help="do not run Celery, Dramatiq, Huey, RQ, arq")
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="do not run Celery, Dramatiq, Huey, RQ, arq"
+    )
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), metavar="NAME",
                         help=f"only these scenarios: {', '.join(SCENARIOS)}")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
@@ -283,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
-        report.write(results, args.out, console)
+        report.write(results, args.out, tables_out)
         return
     sizes = SMOKE if args.smoke else FULL
     setup = PeerSetup(args.peers_script.resolve(), args.peers_venvs.resolve())
@@ -291,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="msgrelay-bench-") as tmp:
         scratch = Path(tmp)
         results = {"meta": machine_facts(args, sizes, scratch), "jobs": run_jobs(jobs, args.repeat, scratch)}
-    report.write(results, args.out, console)
+    report.write(results, args.out, tables_out)
     failed = [key for key, entry in results["jobs"].items() if entry["errors"]]
     if failed:
         console.print(f"failed runs: {', '.join(failed)}", markup=False)

@@ -40,7 +40,13 @@ def two(value: float) -> str:
 
 
 def times(value: float) -> str:
-    return f"{value:,.1f}×" if value >= 10 else f"{value:,.2f}×"
+    if value >= 10:
+        return f"{value:,.1f}×"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.3f}×"
+
+
+def with_unit(fmt: Fmt, unit: str) -> Fmt:
+    return lambda value: f"{fmt(value)} {unit}"
 
 
 def headline(figures: dict[str, float]) -> str:
@@ -160,13 +166,17 @@ def e2e_contenders(results: Results) -> list[Contender]:
         Contender("e2e:plain-streams", "plain streams loop (XREADGROUP + XACK)", family="baseline"),
         Contender("e2e:plain-list", "plain list loop (LPOP count, unreliable)", family="baseline"),
     ]
-    rows += [Contender(f"peer:{peer}", LABELS[peer], "process_msgs_s", "worker_rss_mb", "peer") for peer in PEERS]
+    rows += [
+        Contender(f"peer:{peer}", LABELS[peer], "process_msgs_s", "worker_rss_mb", "peer") for peer in PEERS
+    ]
     return rows
 
 
 def goals_table(results: Results) -> Table:
     table = Table("Goals", ["goal", "target", "measured (median)", "met"])
     streams_p99 = "latency:msgrelay-streams@{}"
+    per_s, ms, mb = with_unit(rate, "msgs/s"), with_unit(two, "ms"), with_unit(one, "MB")
+    payloads = with_unit(two, "× payload")
 
     def figure(key: str, metric: str, target: float, fmt: Fmt, *, at_most: bool = False) -> list[str]:
         value = results.median(key, metric)
@@ -182,22 +192,23 @@ def goals_table(results: Results) -> Table:
         return [times(found[0]), "yes" if found[0] >= target else "no"]
 
     table.rows = [
-        ["end to end, streams, reliable", "≥ 200,000 msgs/s", *figure(RELAY_STREAMS, "msgs_s", 200_000, rate)],
-        ["end to end, lists, reliable", "≥ 200,000 msgs/s", *figure(RELAY_LISTS, "msgs_s", 200_000, rate)],
+        ["end to end, streams, reliable", "≥ 200,000 msgs/s",
+         *figure(RELAY_STREAMS, "msgs_s", 200_000, per_s)],
+        ["end to end, lists, reliable", "≥ 200,000 msgs/s", *figure(RELAY_LISTS, "msgs_s", 200_000, per_s)],
         ["streams vs the plain Streams loop", "≥ 3×", *ratio("e2e:plain-streams", "msgs_s", 3)],
         ["streams vs Dramatiq", "≥ 45×", *ratio("peer:dramatiq", "process_msgs_s", 45)],
         ["streams vs Celery", "≥ 200×", *ratio("peer:celery", "process_msgs_s", 200)],
         ["produce, streams, one process", "≥ 300,000 msgs/s",
-         *figure("produce:msgrelay-streams", "msgs_s", 300_000, rate)],
+         *figure("produce:msgrelay-streams", "msgs_s", 300_000, per_s)],
         ["p99 produce → line at 50,000 msgs/s (streams)", "≤ 5 ms",
-         *figure(streams_p99.format(50_000), "p99_ms", 5, two, at_most=True)],
+         *figure(streams_p99.format(50_000), "p99_ms", 5, ms, at_most=True)],
         ["p99 produce → line at 10,000 msgs/s (streams)", "≤ 1.5 ms",
-         *figure(streams_p99.format(10_000), "p99_ms", 1.5, two, at_most=True)],
-        ["consumer RSS across the long run", "≤ 80 MB", *figure("rss:long", "rss_mb", 80, one, at_most=True)],
+         *figure(streams_p99.format(10_000), "p99_ms", 1.5, ms, at_most=True)],
+        ["consumer RSS across the long run", "≤ 80 MB", *figure("rss:long", "rss_mb", 80, mb, at_most=True)],
         ["Redis bytes per queued message, streams", "≤ 1.3× payload",
-         *figure("produce:msgrelay-streams", "bytes_ratio", 1.3, two, at_most=True)],
+         *figure("produce:msgrelay-streams", "bytes_ratio", 1.3, payloads, at_most=True)],
         ["Redis bytes per queued message, lists", "≤ 1.3× payload",
-         *figure("produce:msgrelay-lists", "bytes_ratio", 1.3, two, at_most=True)],
+         *figure("produce:msgrelay-lists", "bytes_ratio", 1.3, payloads, at_most=True)],
     ]  # fmt: skip
     return table
 
@@ -214,7 +225,10 @@ def ratios_table(results: Results) -> Table:
             continue
         table.rows.append(
             [row.label]
-            + [results.ratio_cell(ours, "msgs_s", row.key, row.metric) for ours in (RELAY_STREAMS, RELAY_LISTS)]
+            + [
+                results.ratio_cell(ours, "msgs_s", row.key, row.metric)
+                for ours in (RELAY_STREAMS, RELAY_LISTS)
+            ]
         )
     return table
 
@@ -223,12 +237,13 @@ def e2e_table(results: Results) -> Table:
     table = Table(
         "End to end",
         ["contestant", "messages", "msgs/s", "MB/s", "consumer RSS MB", "msgrelay streams ÷ this"],
-        intro="Producer and consumer processes running at once, ~175-byte JSON log messages, each appended as "
-        "a line to its per-type file; rate = N / (producer start → last line on disk). Peers: their own "
+        intro="Producer and consumer processes running at once, ~175-byte JSON log messages, each appended "
+        "as a line to its per-type file; rate = N / (producer start → last line on disk). Peers: their own "
         "figure, as their adapter reports it.",
     )
     for row in e2e_contenders(results):
         payload = PEER_PAYLOAD if row.family == "peer" else None
+        ratio = results.ratio_cell(RELAY_STREAMS, "msgs_s", row.key, row.metric)
         table.rows.append(
             [
                 row.label,
@@ -236,7 +251,7 @@ def e2e_table(results: Results) -> Table:
                 results.cell(row.key, row.metric, rate),
                 _mb_s(results, row, payload),
                 results.cell(row.key, row.rss_metric, one),
-                "1.00×" if row.key == RELAY_STREAMS else results.ratio_cell(RELAY_STREAMS, "msgs_s", row.key, row.metric),
+                "1.00×" if row.key == RELAY_STREAMS else ratio,
             ]
         )  # fmt: skip
     return table
@@ -253,8 +268,8 @@ def modes_table(results: Results) -> Table:
     table = Table(
         "Delivery modes",
         ["transport", "mode", "msgs/s", "vs at_least_once", "cost"],
-        intro="End to end as above; `--fsync` fsyncs each batch before its ack, `--delivery effectively_once` "
-        "journals each batch's file offsets in Redis before the write.",
+        intro="End to end as above; `--fsync` fsyncs each batch before its ack, "
+        "`--delivery effectively_once` journals each batch's file offsets in Redis before the write.",
     )
     for transport in ("streams", "lists"):
         default = f"e2e:msgrelay-{transport}"
@@ -262,9 +277,15 @@ def modes_table(results: Results) -> Table:
             key = default if mode == "at_least_once" else f"{default}-{mode}"
             found = results.ratio(key, "msgs_s", default, "msgs_s")
             vs = times(found[0]) if found else results.missing(key)
-            cost = f"{(1 - found[0]) * 100:+.0f} % slower".replace("+-", "-") if found and mode != "at_least_once" else "—"
-            table.rows.append([transport, mode, results.cell(key, "msgs_s", rate), vs, cost])  # fmt: skip
+            cost = _cost(found[0]) if found and mode != "at_least_once" else "—"
+            table.rows.append([transport, mode, results.cell(key, "msgs_s", rate), vs, cost])
     return table
+
+
+def _cost(ratio: float) -> str:
+    """What a mode costs against the default, in words (a noisy run can make it look faster)."""
+    change = (1 - ratio) * 100
+    return f"{change:.0f} % slower" if change >= 0 else f"{-change:.0f} % faster (noise)"
 
 
 RELAY_AND_PLAIN = (
@@ -299,7 +320,9 @@ def latency_table(results: Results) -> Table:
         intro="The producer sends a small batch every millisecond; latency runs from the message's `ts` (set "
         "when it is built) to the moment its batch has been written (msgrelay: flushed by its file sink).",
     )
-    for offered in sorted({int(key.rsplit("@", 1)[1]) for key in results.jobs if key.startswith("latency:")}, reverse=True):
+    for offered in sorted(
+        {int(key.rsplit("@", 1)[1]) for key in results.jobs if key.startswith("latency:")}, reverse=True
+    ):
         for key, label in RELAY_AND_PLAIN:
             job = f"latency:{key}@{offered}"
             table.rows.append(
@@ -346,7 +369,10 @@ def scaling_table(results: Results) -> Table:
     )
     rows = [(RELAY_STREAMS, "1 consumer, 175 B")]
     rows += [(f"scale:consumers-{n}", f"{n} consumers, 175 B") for n in (2, 4)]
-    rows += [(f"scale:size-{size}", f"1 consumer, {label}") for size, label in ((64, "64 B"), (1024, "1 KB"), (64_000, "64 KB"))]
+    rows += [
+        (f"scale:size-{size}", f"1 consumer, {label}")
+        for size, label in ((64, "64 B"), (1024, "1 KB"), (64_000, "64 KB"))
+    ]
     for key, label in rows:
         found = results.ratio(key, "msgs_s", RELAY_STREAMS, "msgs_s")
         table.rows.append(
@@ -366,11 +392,16 @@ def peers_table(results: Results) -> Table:
     for peer in PEERS:
         job = f"peer:{peer}"
         entry = results.jobs.get(job, {})
-        config = entry.get("note", "") if results.values(job, "process_msgs_s") else entry.get("note", "not measured")
+        config = (
+            entry.get("note", "")
+            if results.values(job, "process_msgs_s")
+            else entry.get("note", "not measured")
+        )
         table.rows.append(
             [LABELS[peer]]
             + [results.cell(job, metric, rate) for metric in ("messages", "process_msgs_s", "produce_msgs_s")]
-            + [results.cell(job, "redis_bytes_per_msg", one), results.cell(job, "worker_rss_mb", one), config or "—"]
+            + [results.cell(job, metric, one) for metric in ("redis_bytes_per_msg", "worker_rss_mb")]
+            + [config or "—"]
         )  # fmt: skip
     return table
 
@@ -392,15 +423,15 @@ def page(results: Results, tables: Sequence[Table], chart: Path | None) -> str:
     head = [
         "# Benchmarks",
         "",
-        "Generated by `make bench` (`python -m bench`, see [bench/](../bench)); do not edit by hand. The page can "
-        "be rebuilt from the raw results: `python -m bench --from-json docs/benchmarks.json`.",
+        "Generated by `make bench` (`python -m bench`, see [bench/](../bench)); do not edit by hand. The "
+        "page can be rebuilt from the raw results: `python -m bench --from-json docs/benchmarks.json`.",
         "",
         f"- date: {meta['date']}, commit {meta.get('commit', 'unknown')}",
         f"- machine: {meta['cores']} cores, {meta['cpu']}, Linux {meta.get('kernel', '?')}, load average at "
         f"start {load}",
-        f"- Python {meta['python']}, Redis {meta['redis']} (a fresh private redis-server per measurement, loopback "
-        "TCP, no persistence, `noeviction`)",
-        f"- command: `{meta['command']}`" + (" (smoke sizes: figures are not meaningful)" if meta.get("smoke") else ""),
+        f"- Python {meta['python']}, Redis {meta['redis']} (a fresh private redis-server per measurement, "
+        "loopback TCP, no persistence, `noeviction`)",
+        f"- command: `{meta['command']}`" + (" (smoke sizes: no meaning)" if meta.get("smoke") else ""),
         f"- every measurement repeated {meta['repeat']}×: median, min–max in brackets",
         "",
     ]  # fmt: skip
@@ -418,6 +449,7 @@ def chart(results: Results, path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.patches import Patch  # noqa: PLC0415
     except ImportError:
         return None
     rows = [row for row in e2e_contenders(results) if results.values(row.key, row.metric)]
@@ -429,10 +461,14 @@ def chart(results: Results, path: Path) -> Path | None:
     colours = {"msgrelay": "#1f77b4", "baseline": "#7f7f7f", "peer": "#ff7f0e"}
     figure, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
     positions = range(len(rows))
-    axes.barh(
-        positions, medians, xerr=[lows, highs], color=[colours[row.family] for row in rows], capsize=3
-    )
+    axes.barh(positions, medians, xerr=[lows, highs], color=[colours[row.family] for row in rows], capsize=3)
     axes.set_yticks(list(positions), [row.label for row in rows])
+    families = {"msgrelay": "msgrelay", "baseline": "plain redis-py loop", "peer": "task queue"}
+    present = {row.family for row in rows}
+    axes.legend(
+        handles=[Patch(color=colours[key], label=name) for key, name in families.items() if key in present],
+        loc="lower right",
+    )
     axes.invert_yaxis()
     axes.set_xscale("log")
     axes.set_xlabel("messages/s end to end (log scale)")

@@ -57,7 +57,9 @@ class Contestant:
 
     def consumer_argv(self, url: str, log_dir: Path) -> list[str]:
         if self.family == "plain":
-            return worker_argv("plain-consumer", "--url", url, "--transport", self.transport, "--log-dir", str(log_dir))
+            return worker_argv(
+                "plain-consumer", "--url", url, "--transport", self.transport, "--log-dir", str(log_dir)
+            )
         return msgrelay_argv(
             "consume", "-q", "--redis-url", url, "-t", self.transport, "--log-dir", str(log_dir),
             "--block-timeout", RELAY_BLOCK_S, *self.flags,
@@ -93,16 +95,21 @@ def _scratch(workdir: Path) -> Path:
     return workdir
 
 
-def end_to_end(workdir: Path, who: Contestant, messages: int, *, size: int = 175, consumers: int = 1) -> Figures:
+def end_to_end(
+    workdir: Path, who: Contestant, messages: int, *, size: int = 175, consumers: int = 1
+) -> Figures:
     """Producer and consumers at once; msgs/s from the producer's start to the last line on disk."""
     _scratch(workdir)
     log_dir = workdir / "logs"
     try:
         with fresh_redis(workdir) as server:
             kids = [
-                Child(who.consumer_argv(server.url, log_dir), workdir, f"consumer-{n}") for n in range(consumers)
+                Child(who.consumer_argv(server.url, log_dir), workdir, f"consumer-{n}")
+                for n in range(consumers)
             ]
-            producer = Child(who.producer_argv(server.url, messages, size), workdir, "producer", wants_go=True)
+            producer = Child(
+                who.producer_argv(server.url, messages, size), workdir, "producer", wants_go=True
+            )
             try:
                 for child in (*kids, producer):
                     child.wait_ready()
@@ -131,7 +138,9 @@ def produce_only(workdir: Path, who: Contestant, messages: int, *, size: int = 1
     try:
         with fresh_redis(workdir) as server:
             before = used_memory(server)
-            producer = Child(who.producer_argv(server.url, messages, size), workdir, "producer", wants_go=True)
+            producer = Child(
+                who.producer_argv(server.url, messages, size), workdir, "producer", wants_go=True
+            )
             try:
                 producer.wait_ready()
                 producer.go()
