@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def _plain(run: Callable[[Path], Figures]) -> Callable[[Path], Outcome]:
 
 
 def e2e_job(who: Contestant, messages: int, scenario: str = "e2e") -> Job:
-    return Job(f"e2e:{who.key}", scenario, who.label, _plain(lambda w: end_to_end(w, who, messages)))
+    return Job(f"e2e:{who.key}", scenario, who.label, _plain(partial(end_to_end, who=who, messages=messages)))
 
 
 def e2e_jobs(sizes: Sizes) -> list[Job]:
@@ -132,7 +133,7 @@ def produce_jobs(sizes: Sizes) -> list[Job]:
             f"produce:{who.key}",
             "produce",
             who.label,
-            _plain(lambda w, who=who: produce_only(w, who, sizes.produce)),
+            _plain(partial(produce_only, who=who, messages=sizes.produce)),
         )
         for who in (relay("streams"), relay("lists"), PLAIN_STREAMS, PLAIN_LIST)
     ]
@@ -144,7 +145,7 @@ def latency_jobs(sizes: Sizes) -> list[Job]:
             f"latency:{who.key}@{rate}",
             "latency",
             who.label,
-            _plain(lambda w, who=who, rate=rate: latency(w, who, rate, sizes.latency_s)),
+            _plain(partial(latency, who=who, rate=rate, seconds=sizes.latency_s)),
         )
         for rate in LATENCY_RATES
         for who in (relay("streams"), relay("lists"), PLAIN_STREAMS, PLAIN_LIST)
@@ -158,7 +159,7 @@ def memory_jobs(sizes: Sizes) -> list[Job]:
         "rss:long",
         "memory",
         f"{who.label} consumer, {sizes.long_run:,} messages",
-        _plain(lambda w: end_to_end(w, who, sizes.long_run)),
+        _plain(partial(end_to_end, who=who, messages=sizes.long_run)),
         repeat=False,
     )
     return [*produce_jobs(sizes), long_run]
@@ -168,11 +169,11 @@ def scaling_jobs(sizes: Sizes) -> list[Job]:
     who = relay("streams")
     jobs = [e2e_job(who, sizes.e2e)]
     for consumers in SCALE_CONSUMERS:
-        run = _plain(lambda w, n=consumers: end_to_end(w, who, sizes.scale, consumers=n))
+        run = _plain(partial(end_to_end, who=who, messages=sizes.scale, consumers=consumers))
         jobs.append(Job(f"scale:consumers-{consumers}", "scaling", f"{consumers} consumers, 175 B", run))
     for size in SCALE_SIZES:
         count = {64: sizes.scale, 1024: sizes.scale_1k}.get(size, sizes.scale_64k)
-        run = _plain(lambda w, size=size, count=count: end_to_end(w, who, count, size=size))
+        run = _plain(partial(end_to_end, who=who, messages=count, size=size))
         jobs.append(Job(f"scale:size-{size}", "scaling", f"1 consumer, {size:,} B", run))
     return jobs
 
@@ -182,7 +183,7 @@ def peer_jobs(sizes: Sizes, setup: PeerSetup, skip: bool) -> list[Job]:
     for peer in PEERS:
         reason = "not run (--skip-peers)" if skip else setup.missing(peer)
         messages = sizes.peers[peer]
-        run = None if reason else (lambda w, peer=peer, n=messages: run_peer(w, setup, peer, n))
+        run = None if reason else partial(run_peer, setup=setup, peer=peer, messages=messages)
         jobs.append(Job(f"peer:{peer}", "peers", LABELS[peer], run, unavailable=reason or ""))
     return jobs
 

@@ -47,7 +47,7 @@ class PeerSetup:
 def run_peer(workdir: Path, setup: PeerSetup, peer: str, messages: int) -> tuple[dict[str, float], str]:
     """One run of one peer: its figures, and its one-line description of how it was set up."""
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    (workdir / "peer").mkdir(parents=True)
     try:
         with fresh_redis(workdir) as server:
             argv = [

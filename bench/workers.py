@@ -28,7 +28,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 import redis
@@ -48,11 +48,17 @@ RELAY_CHUNK = 10_000
 TICK_S = 0.001
 """A paced producer sends a small batch this often (the latency scenario)."""
 POOL_BYTES = 32_000_000
+CHUNK_BYTES = 8_000_000
+"""At most this much payload per round trip / ``send_many`` call: 64 KB messages come 125 at a time."""
 
 
 def pool_size(total: int, size: int) -> int:
     """Distinct messages kept in memory; a long run cycles through them (10M messages would not fit)."""
     return max(1, min(total, 100_000, max(256, POOL_BYTES // size)))
+
+
+def bounded(chunk: int, size: int) -> int:
+    return max(1, min(chunk, CHUNK_BYTES // size))
 
 
 def cycle_chunks(pool: Sequence[Any], total: int, chunk: int) -> Iterator[list[Any]]:
@@ -80,7 +86,7 @@ def ready() -> None:
 # --- producers ----------------------------------------------------------------------------------------
 
 
-def paced(chunks: Iterator[list[Any]], rate: float, send: Callable[[list[Any]], None]) -> None:
+def paced(chunks: Iterator[list[Any]], rate: float, send: Callable[[list[Any]], object]) -> None:
     """Send chunk after chunk so that the offered load is ``rate`` msgs/s (late chunks go at once)."""
     due = time.perf_counter()
     for chunk in chunks:
@@ -96,7 +102,7 @@ def plain_producer(args: argparse.Namespace) -> None:
     client.ping()
     dicts = list(message_dicts(pool_size(args.messages, args.size), size=args.size))
     pool = [orjson.dumps(message) for message in dicts]
-    chunk = max(1, round(args.rate * TICK_S)) if args.rate else CHUNK
+    chunk = max(1, round(args.rate * TICK_S)) if args.rate else bounded(CHUNK, args.size)
     sender = _plain_list_sender(client) if args.transport == "list" else _plain_stream_sender(client)
     ready_then_go()
     started = time.time()
@@ -139,7 +145,7 @@ def relay_producer(args: argparse.Namespace) -> None:
 
     settings = load_settings(None, {"redis": {"url": args.url}, "queue": {"transport": args.transport}})
     specs = [_spec(message) for message in message_dicts(pool_size(args.messages, args.size), size=args.size)]
-    chunk = max(1, round(args.rate * TICK_S)) if args.rate else RELAY_CHUNK
+    chunk = max(1, round(args.rate * TICK_S)) if args.rate else bounded(RELAY_CHUNK, args.size)
     with Producer.from_settings(settings) as producer:
         sample = producer.build_many(specs[:1000])
         payload = sum(len(encode(message)) for message in sample) / len(sample)
@@ -230,9 +236,9 @@ Reader = Callable[[], tuple[list[bytes], Callable[[], None]]]
 
 def _list_reader(client: redis.Redis) -> Reader:
     def read() -> tuple[list[bytes], Callable[[], None]]:
-        raws = client.lpop(LIST_KEY, READ_COUNT)
+        raws = cast("list[bytes] | None", client.lpop(LIST_KEY, READ_COUNT))
         if not raws:  # empty: block for the next one instead of spinning
-            popped = client.blpop([LIST_KEY], timeout=BLOCK_MS / 1000)
+            popped = cast("list[bytes] | None", client.blpop([LIST_KEY], timeout=BLOCK_MS / 1000))
             raws = [popped[1]] if popped else []
         return raws, lambda: None
 
@@ -241,10 +247,16 @@ def _list_reader(client: redis.Redis) -> Reader:
 
 def _stream_reader(client: redis.Redis, name: str) -> Reader:
     def read() -> tuple[list[bytes], Callable[[], None]]:
-        reply = client.xreadgroup(GROUP, name, {STREAM_KEY: ">"}, count=READ_COUNT, block=BLOCK_MS)
-        entries = reply[0][1] if reply else []
+        reply = cast(
+            "list[Any]", client.xreadgroup(GROUP, name, {STREAM_KEY: ">"}, count=READ_COUNT, block=BLOCK_MS)
+        )
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
         ids = [entry_id for entry_id, _ in entries]
-        return [fields[b"m"] for _, fields in entries], lambda: client.xack(STREAM_KEY, GROUP, *ids)
+
+        def settle() -> None:
+            client.xack(STREAM_KEY, GROUP, *ids)
+
+        return [fields[b"m"] for _, fields in entries], settle
 
     return read
 
@@ -261,7 +273,7 @@ def relay_consumer(args: argparse.Namespace) -> None:
     latencies = Latencies(args.latency_out)
 
     class StampingSink(LogFileSink):
-        def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes]) -> list[Reject]:
+        def write_batch(self, messages: Sequence[Message], handles: Sequence[bytes] = ()) -> list[Reject]:
             rejects = super().write_batch(messages, handles)
             latencies.record([message.ts for message in messages])
             return rejects
