@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -23,6 +24,8 @@ POLL_S = 0.03
 STALL_S = 60.0
 """A run whose line count does not move for this long has failed (a dead or wedged consumer)."""
 STOP_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 60.0
+"""A child that has not set up in this long is wedged (``msgrelay consume`` prints its first line at once)."""
 
 
 class BenchError(Exception):
@@ -75,8 +78,11 @@ class Child:
         return self.proc.pid
 
     def wait_ready(self) -> None:
-        """Block until the child printed its first line (it is set up), or fail with its stderr."""
+        """Wait for the child's first line (it is set up), or fail with its stderr."""
         assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
+        if not readable:
+            raise BenchError(f"{self.name} printed nothing in {READY_TIMEOUT_S:.0f}s: {self.errors()}")
         if not self.proc.stdout.readline():
             self.proc.wait()
             raise BenchError(f"{self.name} exited with {self.proc.returncode} before ready: {self.errors()}")

@@ -172,6 +172,19 @@ def e2e_contenders(results: Results) -> list[Contender]:
     return rows
 
 
+def summary(results: Results) -> str:
+    """One sentence: msgrelay streams end to end against every other contestant of this run."""
+    parts = []
+    for row in e2e_contenders(results):
+        found = results.ratio(RELAY_STREAMS, "msgs_s", row.key, row.metric)
+        if row.family != "msgrelay" and found is not None:
+            parts.append(f"{times(found[0])} {row.label}")
+    if not parts or results.median(RELAY_STREAMS, "msgs_s") is None:
+        return ""
+    value = rate(results.median(RELAY_STREAMS, "msgs_s") or 0.0)
+    return f"msgrelay streams end to end: {value} msgs/s, that is " + ", ".join(parts) + "."
+
+
 def goals_table(results: Results) -> Table:
     table = Table("Goals", ["goal", "target", "measured (median)", "met"])
     streams_p99 = "latency:msgrelay-streams@{}"
@@ -435,6 +448,8 @@ def page(results: Results, tables: Sequence[Table], chart: Path | None) -> str:
         f"- every measurement repeated {meta['repeat']}×: median, min–max in brackets",
         "",
     ]  # fmt: skip
+    if summary(results):
+        head += [summary(results), ""]
     if chart is not None:
         head += [f"![end-to-end msgs/s of every contestant, log scale]({chart.name})", ""]
     body = [table.markdown() for table in tables]
@@ -487,6 +502,7 @@ def write(data: dict[str, Any], out: Path, console: Console) -> None:
     tables = all_tables(results)
     for table in tables:
         console.print(table.rich())
+    console.print(summary(results), markup=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     drawn = chart(results, out.with_suffix(".png"))
