@@ -25,7 +25,7 @@ from rich.console import Console
 
 from bench import report
 from bench.common import REPO_ROOT, BenchError, cores, cpu_model, fresh_redis, redis_version
-from bench.peer_runs import LABELS, PEERS, PeerSetup, run_peer
+from bench.peer_runs import LABELS, PEERS, PeerSetup, run_peer, suggested_sizes
 from bench.scenarios import (
     PLAIN_LIST,
     PLAIN_STREAMS,
@@ -74,7 +74,8 @@ FULL = Sizes(
     scale=1_000_000,
     scale_1k=500_000,
     scale_64k=10_000,
-    peers={"celery": 20_000, "dramatiq": 50_000, "huey": 30_000, "rq": 1_000, "arq": 20_000},
+    # used when bench/peers/run_peer.py does not suggest its own (SUGGESTED_MESSAGES / SMOKE_MESSAGES)
+    peers={"celery": 20_000, "dramatiq": 60_000, "huey": 100_000, "rq": 1_500, "arq": 30_000},
 )
 SMOKE = Sizes(
     e2e=5_000,
@@ -86,7 +87,7 @@ SMOKE = Sizes(
     scale=3_000,
     scale_1k=2_000,
     scale_64k=200,
-    peers={"celery": 200, "dramatiq": 200, "huey": 200, "rq": 20, "arq": 200},
+    peers={"celery": 300, "dramatiq": 300, "huey": 300, "rq": 50, "arq": 300},
 )
 
 Outcome = tuple[Figures, str]
@@ -183,9 +184,10 @@ def scaling_jobs(sizes: Sizes) -> list[Job]:
 
 def peer_jobs(sizes: Sizes, setup: PeerSetup, skip: bool) -> list[Job]:
     jobs = []
+    counts = {**sizes.peers, **({} if skip else suggested_sizes(setup, smoke=sizes is SMOKE))}
     for peer in PEERS:
         reason = "not run (--skip-peers)" if skip else setup.missing(peer)
-        messages = sizes.peers[peer]
+        messages = counts[peer]
         run = None if reason else partial(run_peer, setup=setup, peer=peer, messages=messages)
         jobs.append(Job(f"peer:{peer}", "peers", LABELS[peer], run, unavailable=reason or ""))
     return jobs
@@ -297,8 +299,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
                         help="the Markdown page; .json and .png are written next to it")  # fmt: skip
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the page from a results JSON")
-    parser.add_argument("--peers-script", type=Path, default=PeerSetup.script, help=argparse.SUPPRESS)
-    parser.add_argument("--peers-venvs", type=Path, default=PeerSetup.venvs, help=argparse.SUPPRESS)
+    parser.add_argument("--peers-script", type=Path, default=PeerSetup.script,
+                        help="the peers' adapter script (default bench/peers/run_peer.py)")  # fmt: skip
+    parser.add_argument("--peers-venvs", type=Path, default=PeerSetup.venvs,
+                        help="where the peers/ and arq/ virtualenvs are (default bench/.venvs)")  # fmt: skip
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.repeat is None:

@@ -10,9 +10,11 @@ redis-server on loopback TCP and prints one JSON line::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,27 @@ class PeerSetup:
         return None
 
 
+def suggested_sizes(setup: PeerSetup, *, smoke: bool) -> dict[str, int]:
+    """The adapters' own message counts (``SUGGESTED_MESSAGES``: a run of 15-25 s each, ``SMOKE_MESSAGES``:
+    seconds), read from the script, which imports only the standard library at module level. Empty when
+    the script is missing or has none: the caller falls back to its own."""
+    if not setup.script.is_file():
+        return {}
+    spec = importlib.util.spec_from_file_location("bench_peers_run_peer", setup.script)
+    if spec is None or spec.loader is None:
+        return {}
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there while it loads
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # a broken script shows up, with its traceback, when its runs fail
+        return {}
+    finally:
+        sys.modules.pop(spec.name, None)
+    sizes = getattr(module, "SMOKE_MESSAGES" if smoke else "SUGGESTED_MESSAGES", {})
+    return {peer: int(count) for peer, count in sizes.items() if peer in PEERS}
+
+
 def run_peer(workdir: Path, setup: PeerSetup, peer: str, messages: int) -> tuple[dict[str, float], str]:
     """One run of one peer: its figures, and its one-line description of how it was set up."""
     shutil.rmtree(workdir, ignore_errors=True)
@@ -65,4 +88,7 @@ def run_peer(workdir: Path, setup: PeerSetup, peer: str, messages: int) -> tuple
     if not lines:
         raise BenchError(f"{peer} printed no JSON line: {done.stdout[-500:]!r}")
     reply = json.loads(lines[-1])
-    return {name: float(reply[name]) for name in FIGURES}, str(reply.get("config", ""))
+    config = str(reply.get("config", ""))
+    if reply.get("timed_out"):  # the adapter gave up waiting: its rate is what it did in its time limit
+        config += f" (timed out: {reply.get('processed', '?')} of {reply['messages']} processed)"
+    return {name: float(reply[name]) for name in FIGURES}, config
