@@ -180,19 +180,26 @@ def _count_newlines(path: Path, start: int, end: int) -> int:
 
 
 class RssTracker:
-    """The highest RSS seen of some processes, sampled at most every ``every_s``."""
+    """The highest RSS seen of some processes, sampled at most every ``every_s``; and the RSS once a tenth
+    of the work is done (warmed up), so a long run shows whether memory stays flat."""
+
+    EARLY = 0.1
 
     def __init__(self, pids: Sequence[int], every_s: float = 0.2) -> None:
         self.pids = list(pids)
         self.every_s = every_s
         self.max_mb = 0.0
+        self.early_mb = 0.0
         self._next = 0.0
 
-    def sample(self, *, force: bool = False) -> None:
+    def sample(self, progress: float, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next:
             return
         self._next = now + self.every_s
+        current = max(rss_mb(pid) for pid in self.pids)
+        if not self.early_mb and progress >= self.EARLY:
+            self.early_mb = current
         for pid in self.pids:
             # VmHWM is the kernel's own peak: it catches a spike between two samples.
             self.max_mb = max(self.max_mb, rss_mb(pid), rss_mb(pid, "VmHWM"))
@@ -211,10 +218,10 @@ def wait_for_lines(
     while True:
         count = watcher.poll()
         if rss is not None:
-            rss.sample()
+            rss.sample(count / total)
         if count >= total:
             if rss is not None:
-                rss.sample(force=True)
+                rss.sample(1.0, force=True)
             return watcher.last_write()
         _check_children(consumers, producer, f"{count}/{total} lines")
         if count != last_count:

@@ -251,8 +251,10 @@ def e2e_table(results: Results) -> Table:
         "End to end",
         ["contestant", "messages", "msgs/s", "MB/s", "consumer RSS MB", "msgrelay streams ÷ this"],
         intro="Producer and consumer processes running at once, ~175-byte JSON log messages, each appended "
-        "as a line to its per-type file; rate = N / (producer start → last line on disk). Peers: their own "
-        "figure, as their adapter reports it.",
+        "as a line to its per-type file; rate = N / (producer start → last line on disk). msgrelay writes "
+        "its formatted text line (`msgrelay consume`, default settings), the plain loops and the peers the "
+        "message's JSON as it came. Peers: the figure their adapter reports (workers started on the full "
+        "queue).",
     )
     for row in e2e_contenders(results):
         payload = PEER_PAYLOAD if row.family == "peer" else None
@@ -351,7 +353,7 @@ def memory_table(results: Results) -> Table:
         ["contestant", "payload B", "Redis B/msg", "× payload", "consumer RSS MB"],
         intro="Redis: `INFO memory` used_memory growth / N with N queued and nobody consuming. Consumer RSS: "
         "the highest `VmRSS`/`VmHWM` of the consumer process during its end-to-end run; the long run is "
-        "msgrelay streams (default mode) on its own.",
+        "msgrelay streams (default mode) on its own, with its RSS once a tenth of it was done (flat: equal).",
     )
     for key, label in RELAY_AND_PLAIN:
         job = f"produce:{key}"
@@ -361,7 +363,10 @@ def memory_table(results: Results) -> Table:
             + [results.cell(job, "bytes_ratio", two), results.cell(f"e2e:{key}", "rss_mb", one)]
         )  # fmt: skip
     long_label = results.jobs.get("rss:long", {}).get("label", "long run")
-    table.rows.append([long_label, "", "", "", results.cell("rss:long", "rss_mb", one)])
+    early = results.cell("rss:long", "rss_early_mb", one)
+    table.rows.append(
+        [long_label, "", "", "", f"{results.cell('rss:long', 'rss_mb', one)} ({early} at 10 %)"]
+    )
     for peer in PEERS:
         job = f"peer:{peer}"
         per_message = results.median(job, "redis_bytes_per_msg")

@@ -127,6 +127,7 @@ def end_to_end(
         "msgs_s": rate,
         "mb_s": rate * made["payload_bytes"] / 1e6,
         "rss_mb": rss.max_mb,
+        "rss_early_mb": rss.early_mb,
         "payload_bytes": made["payload_bytes"],
         "messages": float(messages),
     }
