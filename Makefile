@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit chaos bench bench-smoke clean
+.PHONY: demo test lint typecheck unit chaos bench bench-smoke bench-venvs clean
 
 demo: $(STAMP)
 	$(BIN)/msgrelay demo
@@ -47,5 +47,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The peers of the benchmark (Celery, Dramatiq, Huey, RQ; arq apart, it needs redis-py < 6) in their own
+# virtualenvs, never in the project's: see bench/peers/README.md. Reinstalled when a requirements file changes.
+BENCH_VENVS := bench/.venvs
+
+bench-venvs: $(BENCH_VENVS)/peers/.installed $(BENCH_VENVS)/arq/.installed
+
+$(BENCH_VENVS)/%/.installed: bench/peers/requirements-%.txt
+	@test -x $(BENCH_VENVS)/$*/bin/python || $(PYTHON) -m venv $(BENCH_VENVS)/$* || \
+		{ echo "cannot create a virtualenv: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(BENCH_VENVS)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENVS)/$*/bin/python -m pip install --quiet -r $<
+	$(BENCH_VENVS)/$*/bin/python -m pip freeze > $(BENCH_VENVS)/$*/versions.txt
+	@touch $@
+
 clean:
-	rm -rf $(VENV) .msgrelay .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENVS) .msgrelay .mypy_cache .ruff_cache .pytest_cache

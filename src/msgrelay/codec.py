@@ -31,8 +31,8 @@ from typing import Final
 import orjson
 
 from msgrelay.errors import DecodeError
-from msgrelay.levels import DEFAULT_TYPE, normalize_level
-from msgrelay.message import JSONValue, Message
+from msgrelay.levels import DEFAULT_TYPE, LOG_TYPES, normalize_level
+from msgrelay.message import JSONValue, Message, new_message
 
 TEXT_KEYS: Final = ("text", "message", "msg")
 TYPE_KEYS: Final = ("type", "level", "severity", "levelname")
@@ -46,6 +46,11 @@ MAX_NESTING: Final = 128
 # A JSON string or number, to find integer literals orjson would silently turn into (lossy) floats.
 _STRING_OR_NUMBER = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+)(\.\d+)?([eE][+-]?\d+)?', re.DOTALL)
 _INT_RANGE: Final = range(-(2**63), 2**64)  # what orjson keeps as int
+_WIDE: Final = float(2**63)
+_MAY_HIDE: Final = frozenset((dict, list, float))
+_WIDE_DIGITS = re.compile(rb"\d{19}")
+_CANONICAL_TYPES: Final = {**{t: t for t in LOG_TYPES}, **{t.lower(): t for t in LOG_TYPES}}
+"""Type words that need no normalising (a dict lookup instead of strip, lower and the alias table)."""
 
 # "ERROR: x", "[warn] x", "Critical - x", "ERROR x" (a bare word only when written in capitals).
 _TEXT_LEVEL = re.compile(
@@ -55,9 +60,12 @@ _TEXT_LEVEL = re.compile(
 
 def encode(message: Message) -> bytes:
     """Serialise a message to our wire format: one compact JSON object."""
-    return orjson.dumps(
-        {"id": message.id, "type": message.type, "text": message.text, "ts": message.ts, **message.fields}
-    )
+    return orjson.dumps(wire_record(message))
+
+
+def wire_record(message: Message) -> dict[str, JSONValue]:
+    """The JSON object of a message on the wire: the envelope, then the extra fields."""
+    return {"id": message.id, "type": message.type, "text": message.text, "ts": message.ts, **message.fields}
 
 
 def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
@@ -67,7 +75,7 @@ def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
     """
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
-    if raw.lstrip()[:1] == b"{":
+    if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
         return _decode_object(raw, source_id)
     return _decode_text_line(raw, source_id)
 
@@ -91,27 +99,53 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         raise DecodeError(reason, str(exc), raw) from None
     except RecursionError:  # pragma: no cover - orjson limits depth itself; belt and braces
         raise DecodeError("malformed_json", "nesting too deep", raw) from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise DecodeError("malformed_json", "not a JSON object", raw)
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
-        raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
-    if re.search(rb"\d{19}", raw) and _has_wide_int(raw):
-        raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
-    fields: dict[str, JSONValue] = dict(obj)
-    msg_id = fields.pop("id", None)
-    text = _pop_first(fields, TEXT_KEYS)
+    fields: dict[str, JSONValue] = obj
+    # The first alias present wins. The first of each list is our own wire format's key, so our own
+    # messages take the first branch of each lookup.
+    pop = fields.pop
+    msg_id = pop("id", None)
+    text = pop("text") if "text" in fields else _pop_first(fields, TEXT_KEYS)
+    type_word = pop("type") if "type" in fields else _pop_first(fields, TYPE_KEYS)
+    ts = pop("ts") if "ts" in fields else _pop_first(fields, TS_KEYS)
+    if (
+        (fields and not _MAY_HIDE.isdisjoint(map(type, fields.values())) and _may_hide_wide_ints(fields))
+        or type(msg_id) is float
+        or (type(ts) is float and not -_WIDE < ts < _WIDE)
+    ):
+        _check_depth_and_width(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
-    if not isinstance(text, str):
+    if type(text) is not str:
         raise DecodeError("invalid_field", "message text is not a string", raw)
-    msg_type = _decode_type(_pop_first(fields, TYPE_KEYS), fields, raw)
-    return Message(
-        id=_decode_id(msg_id, raw, source_id),
-        type=msg_type,
-        text=text,
-        ts=_decode_ts(_pop_first(fields, TS_KEYS), raw),
-        fields=fields,
+    msg_type = _CANONICAL_TYPES.get(type_word) if type(type_word) is str else None
+    if msg_type is None:
+        msg_type = _decode_type(type_word, fields, raw)
+    if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
+        msg_id = _decode_id(msg_id, raw, source_id)
+    return new_message(msg_id, msg_type, text, ts if type(ts) is float else _decode_ts(ts, raw), fields)
+
+
+def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
+    """Whether extra fields with floats, objects or lists need the costly checks for deep nesting and
+    integers over 64 bits (orjson turns such an integer into a float of at least 2**63 in size).
+
+    Flat fields of strings, small numbers, booleans and nulls can neither nest nor hide one: that is (almost)
+    every log message, settled before this is called by one C-level pass over the value types."""
+    return any(
+        type(value) is not float or not -_WIDE < value < _WIDE
+        for value in fields.values()
+        if type(value) in _MAY_HIDE
     )
+
+
+def _check_depth_and_width(raw: bytes, obj: dict[str, JSONValue]) -> None:
+    """Refuse what we could not write back faithfully: too deep a nesting, or an integer over 64 bits."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
+        raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
+    if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):
+        raise DecodeError("malformed_json", "integer does not fit in 64 bits", raw)
 
 
 def _too_deep(obj: JSONValue) -> bool:

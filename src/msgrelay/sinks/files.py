@@ -109,16 +109,18 @@ class LogFileSink:
         """Format every message (a message that cannot be formatted is a reject) and group them by file."""
         batches: dict[str, _FileBatch] = {}
         rejects: list[Reject] = []
-        for index, message in enumerate(messages):
+        paths, format_line, journaled = self._paths, self._format, self.journal is not None
+        for index, message in enumerate(messages):  # the hot loop of writing: kept to the bare steps
             try:
-                path = self.path_for(message.type)
-                line = self._format(message)
+                line = format_line(message)
+                batch = batches.get(message.type)
+                if batch is None:
+                    batch = batches[message.type] = _FileBatch(message.type, paths[message.type])
             except Exception as exc:  # one bad message must never fail the batch
                 rejects.append((index, f"{type(exc).__name__}: {exc}"))
                 continue
-            batch = batches.setdefault(message.type, _FileBatch(message.type, path))
             batch.lines.append(line)
-            if self.journal is not None:
+            if journaled:
                 batch.handles.add(handle_digest(handles[index]))
         return sorted(batches.values(), key=lambda batch: str(batch.path)), rejects
 

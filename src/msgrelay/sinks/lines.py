@@ -42,10 +42,36 @@ def _escape_json_char(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """``text`` with every line-breaking or terminal-controlling character made visible."""
+    if text.isascii() and text.isprintable():  # the usual case, settled by two C loops: nothing to escape
+        return text
     return _UNSAFE.sub(_escape_char, text)
 
 
+_YEAR_9999: Final = 253402300799.0
+_SECONDS_CACHE_MAX: Final = 4096
+_MILLIS: Final = tuple(f"{ms:03d}" for ms in range(1000))
+_seconds_text: dict[int, str] = {}
+"""Whole second -> its ISO 8601 text: a batch's messages share a few seconds, formatted once each."""
+
+
 def _iso(ts: float) -> str:
+    """``ts`` as ISO 8601 UTC with milliseconds, exactly as ``datetime.isoformat`` writes it."""
+    if not 0 <= ts < _YEAR_9999:
+        return _iso_slow(ts)
+    # Split as datetime.fromtimestamp does: microseconds rounded half-even, then truncated to ms.
+    second = int(ts)
+    micros = round((ts - second) * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    text = _seconds_text.get(second)
+    if text is None:
+        if len(_seconds_text) >= _SECONDS_CACHE_MAX:
+            _seconds_text.clear()
+        text = _seconds_text[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{_MILLIS[micros // 1000]}Z"
+
+
+def _iso_slow(ts: float) -> str:
     try:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):  # a timestamp outside what datetime can show
@@ -69,12 +95,17 @@ def _safe_json(value: object) -> str:
         dumped = orjson.dumps(value)
     except orjson.JSONEncodeError:  # lone surrogates, which orjson refuses to write
         dumped = orjson.dumps(_visible_surrogates(value))
+    if dumped.isascii() and b"\x7f" not in dumped:  # orjson escaped every other unsafe ASCII character
+        return dumped.decode()
     return _UNSAFE.sub(_escape_json_char, dumped.decode())
 
 
 def text_line(message: Message) -> str:
     extra = f" {_safe_json(message.fields)}" if message.fields else ""
-    return f"{_iso(message.ts)} {message.type} {escape(message.id)} {escape(message.text)}{extra}\n"
+    msg_id, text = message.id, message.text
+    if not (text.isascii() and text.isprintable() and msg_id.isascii() and msg_id.isprintable()):
+        msg_id, text = escape(msg_id), escape(text)  # the usual case needs no escaping (see escape)
+    return f"{_iso(message.ts)} {message.type} {msg_id} {text}{extra}\n"
 
 
 def json_line(message: Message) -> str:

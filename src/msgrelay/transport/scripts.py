@@ -19,6 +19,15 @@ OOM_NOOP_WRITE: Final = (
     "redis.call('HDEL', {key}, '')  -- a write that changes nothing: see the module docstring\n"
 )
 
+# KEYS: stream, stats. ARGV: payload field, name of the produced counter, payload...
+# One call adds a whole chunk: one command to encode and one reply to read instead of one per message
+# (redis-py's per-command cost dominated producing), and the chunk is stored whole or not at all (out of
+# memory is refused at the first XADD, before anything is written).
+STREAM_SEND: Final = """
+for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[i]) end
+redis.call('HINCRBY', KEYS[2], ARGV[2], #ARGV - 2)
+"""
+
 # Reads the ARGV layout built by Transport._settlement_args (ARGV[1] is transport-specific):
 #   n_handles, handle..., n_dead, (n_fields, name, value, ...)..., n_incr, (field, amount)...,
 #   n_retries, (due_ms, member)..., consumer
@@ -65,10 +74,26 @@ LIST_SETTLE: Final = (
     SETTLE_PRELUDE
     + """
 local counted = redis.call('EXISTS', KEYS[5]) == 1
-for _, handle in ipairs(handles) do
-  -- LREM -1: exactly one copy, searched from the tail where the oldest entries sit.
-  redis.call('LREM', KEYS[1], -1, handle)
-  if counted then redis.call('HDEL', KEYS[5], redis.sha1hex(handle)) end
+local function is_whole_list()
+  -- The usual case: the batch is all this consumer holds. Checked element by element, as a multiset.
+  if counted or redis.call('LLEN', KEYS[1]) ~= #handles then return false end
+  local wanted = {}
+  for _, handle in ipairs(handles) do wanted[handle] = (wanted[handle] or 0) + 1 end
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local left = wanted[entry]
+    if not left or left == 0 then return false end
+    wanted[entry] = left - 1
+  end
+  return true
+end
+if is_whole_list() then
+  redis.call('DEL', KEYS[1])  -- one command instead of one LREM per entry
+else
+  for _, handle in ipairs(handles) do
+    -- LREM -1: exactly one copy, searched from the tail where the oldest entries sit.
+    redis.call('LREM', KEYS[1], -1, handle)
+    if counted then redis.call('HDEL', KEYS[5], redis.sha1hex(handle)) end
+  end
 end
 redis.call('HDEL', KEYS[6], consumer)
 count_all()
@@ -94,6 +119,16 @@ local moved = {}
 if ARGV[5] then moved[1] = ARGV[5] end
 local isolate = ARGV[4] == '1'
 local counted = redis.call('EXISTS', KEYS[5]) == 1
+if not counted and not ARGV[5] then
+  -- No entry was delivered before, so none is a suspect: move the batch in two commands, not one per entry.
+  -- RPOP hands the oldest first and LPUSH puts each at the head: the same order as LMOVE one by one.
+  local entries = redis.call('RPOP', KEYS[1], ARGV[1])
+  if not entries then return {{}, {}} end
+  for i = 1, #entries, 1000 do
+    redis.call('LPUSH', KEYS[2], unpack(entries, i, math.min(i + 999, #entries)))
+  end
+  return {entries, {}}
+end
 local earlier = {}
 local function count_of(entry)
   if not counted then return 0 end
