@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit chaos bench-venvs clean
+.PHONY: demo test lint typecheck unit chaos bench bench-smoke bench-venvs clean
 
 demo: $(STAMP)
 	$(BIN)/msgrelay demo
@@ -14,8 +14,8 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -27,6 +27,16 @@ unit: $(STAMP)
 # `make test` runs the same scenarios at CI size.
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --full
+
+# The benchmark of issue 4 at full size (tens of minutes): msgrelay in every mode, the plain redis-py loops
+# and the peers (run `make bench-venvs` first, or they are reported as not run). Writes docs/benchmarks.md,
+# .json and .png. `make bench-smoke` runs every scenario at toy sizes in seconds (CI runs it as a test).
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke --skip-peers --out .msgrelay/bench-smoke/benchmarks.md
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
