@@ -29,9 +29,9 @@ chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --full
 
 # The benchmark of issue 4 at full size (tens of minutes): msgrelay in every mode, the plain redis-py loops
-# and the peers (run `make bench-venvs` first, or they are reported as not run). Writes docs/benchmarks.md,
+# and the peers (their virtualenvs are built first by `make bench-venvs`). Writes docs/benchmarks.md,
 # .json and .png. `make bench-smoke` runs every scenario at toy sizes in seconds (CI runs it as a test).
-bench: $(STAMP)
+bench: $(STAMP) bench-venvs
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 

@@ -39,7 +39,7 @@ from bench.scenarios import (
 
 SCENARIOS = ("e2e", "modes", "produce", "latency", "memory", "scaling", "peers")
 LATENCY_RATES = (50_000, 10_000)
-SCALE_CONSUMERS = (2, 4)
+SCALE_CONSUMERS = (1, 4)  # and 2: the end-to-end row
 SCALE_SIZES = (64, 1024, 64_000)
 """64 KB is 64,000 bytes: msgrelay's envelope must still fit its default 64 KiB message limit."""
 
@@ -109,8 +109,14 @@ def _plain(run: Callable[[Path], Figures]) -> Callable[[Path], Outcome]:
     return lambda workdir: (run(workdir), "")
 
 
+E2E_CONSUMERS = 2
+"""Consumer processes of the end-to-end runs: one per core, as the peers run (Celery prefork 2, Dramatiq 2
+processes ...). The scaling table shows 1, 2 and 4."""
+
+
 def e2e_job(who: Contestant, messages: int, scenario: str = "e2e") -> Job:
-    return Job(f"e2e:{who.key}", scenario, who.label, _plain(partial(end_to_end, who=who, messages=messages)))
+    run = partial(end_to_end, who=who, messages=messages, consumers=E2E_CONSUMERS)
+    return Job(f"e2e:{who.key}", scenario, who.label, _plain(run))
 
 
 def e2e_jobs(sizes: Sizes) -> list[Job]:
@@ -177,8 +183,8 @@ def scaling_jobs(sizes: Sizes) -> list[Job]:
         jobs.append(Job(f"scale:consumers-{consumers}", "scaling", f"{consumers} consumers, 175 B", run))
     for size in SCALE_SIZES:
         count = {64: sizes.scale, 1024: sizes.scale_1k}.get(size, sizes.scale_64k)
-        run = _plain(partial(end_to_end, who=who, messages=count, size=size))
-        jobs.append(Job(f"scale:size-{size}", "scaling", f"1 consumer, {size:,} B", run))
+        run = _plain(partial(end_to_end, who=who, messages=count, size=size, consumers=E2E_CONSUMERS))
+        jobs.append(Job(f"scale:size-{size}", "scaling", f"{E2E_CONSUMERS} consumers, {size:,} B", run))
     return jobs
 
 

@@ -27,6 +27,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -195,16 +196,23 @@ class TypeFiles:
         self.files: dict[str, IO[bytes]] = {kind: log_path(log_dir, kind).open("ab") for kind in TYPES}
 
     def write(self, raws: Sequence[bytes]) -> list[float]:
-        """Append each raw message as a line to its type's file; returns the messages' ``ts``."""
-        by_type: dict[str, list[bytes]] = {}
+        """Append each message as a text line to its type's file; returns the messages' ``ts``.
+
+        The line is the one ``msgrelay consume`` writes (ISO time, type, id, text, extra fields as JSON),
+        made the plain way: what msgrelay adds on top (validation, aliases, escaping) is not done."""
+        by_type: dict[str, list[str]] = {}
         stamps = []
         for raw in raws:
             message = orjson.loads(raw)
-            by_type.setdefault(message["type"], []).append(raw)
-            stamps.append(message["ts"])
+            ts, kind = message.pop("ts"), message.pop("type")
+            msg_id, text = message.pop("id"), message.pop("text")
+            when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            extra = f" {orjson.dumps(message).decode()}" if message else ""
+            by_type.setdefault(kind, []).append(f"{when} {kind} {msg_id} {text}{extra}\n")
+            stamps.append(ts)
         for kind, lines in by_type.items():
             handle = self.files[kind]
-            handle.write(b"\n".join(lines) + b"\n")
+            handle.write("".join(lines).encode())
             handle.flush()
         return stamps
 
@@ -213,7 +221,11 @@ def plain_consumer(args: argparse.Namespace) -> None:
     client = redis.Redis.from_url(args.url, socket_timeout=30)
     name = f"plain-{os.getpid()}"
     if args.transport == "streams":
-        client.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
+        try:
+            client.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # the other consumer made it first
+                raise
     files = TypeFiles(args.log_dir)
     latencies = Latencies(args.latency_out)
     stopping: list[bool] = []

@@ -37,9 +37,9 @@ MEASURED_ROWS = {
         "1 consumer, 175 B",
         "2 consumers, 175 B",
         "4 consumers, 175 B",
-        "1 consumer, 64 B",
-        "1 consumer, 1 KB",
-        "1 consumer, 64 KB",
+        "2 consumers, 64 B",
+        "2 consumers, 1 KB",
+        "2 consumers, 64 KB",
     ],
 }
 PEERS = ("Celery", "Dramatiq", "Huey", "RQ", "arq")

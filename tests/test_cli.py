@@ -391,7 +391,7 @@ def test_config_show_prints_the_effective_config_as_json_with_the_password_maske
     assert shown["redis"]["url"] == "redis://:***@example:6379/0"
     assert shown["redis"]["effective_url"] == "redis://:***@example:6379/0"
     assert shown["queue"]["transport"] == "streams"
-    assert shown["consumer"]["batch_size"] == 100
+    assert shown["consumer"]["batch_size"] == 500
 
 
 def test_config_show_masks_a_password_set_in_the_file(run_cli: RunCli, tmp_path: Path) -> None:

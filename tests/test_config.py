@@ -37,7 +37,7 @@ def write_config(path: Path, text: str = CONFIG_TOML) -> Path:
 def test_defaults_apply_when_nothing_is_configured() -> None:
     settings = load_settings()
 
-    assert settings.consumer.batch_size == 100
+    assert settings.consumer.batch_size == 500
     assert settings.queue.transport == "streams"
     assert settings.redis.effective_url() == "redis://localhost:6379/0"
 
@@ -165,7 +165,7 @@ def test_msgrelay_redis_server_variable_is_not_mistaken_for_a_setting(
     # It chooses the redis-server binary of the demo and the tests (msgrelay.redis_server), not a setting.
     monkeypatch.setenv("MSGRELAY_REDIS_SERVER", "/usr/bin/redis-server")
 
-    assert load_settings().consumer.batch_size == 100
+    assert load_settings().consumer.batch_size == 500
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ def test_masked_dump_never_contains_the_secret(redis_section: dict[str, str]) ->
 
     assert "hunter2-secret" not in json.dumps(dumped)
     assert "***" in dumped["redis"]["effective_url"]
-    assert dumped["consumer"]["batch_size"] == 100  # the rest is all there
+    assert dumped["consumer"]["batch_size"] == 500  # the rest is all there
 
 
 def test_password_from_the_environment_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,9 @@ class ProducerSettings(_Section):
 class ConsumerSettings(_Section):
     """``msgrelay consume``: batching, waiting and where the log files go."""
 
-    batch_size: int = Field(100, gt=0)
+    batch_size: int = Field(
+        500, gt=0, description="most entries per batch (a batch is what is there: no waiting to fill it)"
+    )
     batch_wait_s: float = Field(0.0, ge=0, description="extra time to wait to fill a partial batch")
     processing_delay_s: float = Field(0.0, ge=0, description="pause after each batch")
     block_timeout_s: float = Field(1.0, gt=0, description="how long one read waits for new messages")
