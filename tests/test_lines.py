@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from msgrelay.message import Message
 from msgrelay.sinks.lines import FORMATTERS, escape, json_line, text_line
@@ -157,3 +161,18 @@ def test_timestamp_outside_the_calendar_still_gives_one_line(
     line = formatter(Message(id="m", type="INFO", text="x", ts=ts))
     assert_one_safe_line(line)
     assert repr(ts) in line
+
+
+@examples(max_examples=3000, deadline=None)
+@given(
+    ts=st.floats(min_value=0, max_value=253402300798.9, allow_nan=False)
+    | st.integers(0, 4_000_000_000).map(lambda s: s + 0.9995)
+    | st.integers(0, 4_000_000_000).map(lambda s: s + 0.0005)
+)
+def test_line_time_is_what_datetime_writes_to_the_millisecond(ts: float) -> None:
+    # Lines format the time from a per-second cache (a batch shares a few seconds); the result must be
+    # exactly datetime's: microseconds rounded half-even, then cut to milliseconds, carries included.
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = text_line(Message(id="a", type="INFO", text="x", ts=ts))
+
+    assert line.split(" ", 1)[0] == expected

@@ -7,12 +7,16 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
+from msgrelay.codec import ENVELOPE_KEYS, encode
 from msgrelay.config import Settings, load_settings
 from msgrelay.errors import BrokerConnectionError, MessageError, MessageTooLarge
 from msgrelay.keys import Stat
 from msgrelay.message import Message
-from msgrelay.producer import Producer
+from msgrelay.producer import CHUNK_BYTES, Producer
 from msgrelay.redis_server import free_tcp_port
 from msgrelay.transport import Transport, create_transport
 
@@ -199,3 +203,52 @@ def test_from_settings_against_an_unreachable_server_raises_with_the_password_ma
     assert "s3cret-pw" not in message
     assert f"redis://:***@127.0.0.1:{port}/0" in message
     assert "s3cret-pw" not in caught.value.url
+
+
+# The JSON a producer may attach as fields: every plain value, and the containers and integers that take
+# orjson's path (see Producer._encode_all).
+json_scalars = st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_values = st.recursive(
+    json_scalars | st.integers(-(2**63), 2**63 - 1),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+field_names = st.text(min_size=1, max_size=8).filter(lambda name: name not in ("id", "type", "text", "ts"))
+
+
+@examples(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.text(max_size=40),
+    fields=st.dictionaries(field_names, json_scalars | json_values, max_size=4),
+)
+def test_payloads_are_the_compact_json_of_the_message_whichever_encoder_wrote_them(
+    producer: Producer, reader: Transport, text: str, fields: dict[str, Any]
+) -> None:
+    # Plain fields are written by msgspec, the rest by orjson: on the wire both must be the same bytes,
+    # the envelope first, then the fields in the order given.
+    sent = producer.build("info", text, fields)
+    producer.send_many([("info", text, fields), sent])
+
+    first, second = (d.raw for d in reader.fetch("reader", 10, 0))
+    for raw in (first, second):
+        record = orjson.loads(raw)
+        assert raw == orjson.dumps(record)
+        assert list(record)[:4] == ["id", "type", "text", "ts"]
+        assert (record["text"], {k: v for k, v in record.items() if k not in ENVELOPE_KEYS}) == (text, fields)
+    assert second == encode(sent)
+
+
+@pytest.mark.parametrize("transport_name", ["streams", "lists"])
+def test_big_messages_go_out_in_chunks_of_bounded_bytes(
+    make_settings: Callable[..., Settings], redis_client: Any, transport_name: str
+) -> None:
+    settings = make_settings(transport_name, queue={"max_message_bytes": 2 * CHUNK_BYTES})
+    big = "x" * (CHUNK_BYTES // 3)  # three fit in a chunk only if nothing else were in it: two per chunk
+    redis_client.config_resetstat()
+    with Producer.from_settings(settings) as producer:
+        ids = producer.send_many([("info", big)] * 5)
+
+    commands = redis_client.info("commandstats")
+    sent_with = commands.get("cmdstat_evalsha") or commands.get("cmdstat_lpush")
+    assert len(ids) == 5
+    assert sent_with["calls"] == 3  # 2 + 2 + 1, not one 5-message command

@@ -7,6 +7,7 @@ transport without settling and building a new one (new connection) for the same 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -443,3 +444,51 @@ def test_recover_counts_every_delivery_of_a_large_batch(
     # Then every entry knows it is on its third delivery
     assert len(again) == 120
     assert {d.attempt for d in again} == {3}
+
+
+# --- the hot paths ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport_name", ["streams"])
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_streams_read_the_same_deliveries_over_resp2_and_resp3(
+    transport: Transport, redis_url: str, protocol: int
+) -> None:
+    # Reads use the reply as hiredis parsed it, which differs between the protocols (redis-py 8 speaks
+    # RESP3 by default, older versions RESP2): fetch, recover and take-over must not care.
+    assert isinstance(transport, StreamTransport)
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    reader = StreamTransport(client, transport.keys, url="redis://test", group=transport.group)
+    try:
+        reader.send(PAYLOADS)
+        fetched = reader.fetch("c1", 3, 0)
+        recovered = reader.recover("c1", 10)
+        taken_over: list[Delivery] = []
+        deadline = time.monotonic() + 5
+        while not taken_over and time.monotonic() < deadline:  # until they have been idle for 1 ms
+            taken_over = reader.reclaim("c2", 10, 0.001)
+        rest = reader.fetch("c2", 10, 0.1)
+    finally:
+        reader.close()
+
+    assert raws(fetched) == raws(recovered) == raws(taken_over) == PAYLOADS[:3]
+    assert [d.attempt for d in fetched] == [1, 1, 1]
+    assert [d.attempt for d in recovered] == [2, 2, 2]
+    assert [d.attempt for d in taken_over] == [3, 3, 3]
+    assert raws(rest) == PAYLOADS[3:]
+    assert all(d.source_id == d.handle.decode() for d in fetched + rest)
+
+
+@pytest.mark.parametrize("transport_name", ["lists"])
+def test_lists_settle_of_as_many_entries_as_held_removes_only_those_given(transport: Transport) -> None:
+    # Settling everything a consumer holds drops its processing list at once, but only after checking,
+    # entry by entry, that the batch is exactly what it holds: a same-sized but different batch (an
+    # entry it no longer holds) must leave the others held.
+    transport.send([b"a", b"b"])
+    held = transport.fetch("c1", 2, 0)
+    stale = Delivery(b"gone", b"gone")
+
+    transport.settle("c1", [held[0], stale], [], {"INFO": 1})
+
+    assert raws(transport.recover("c1", 10)) == [b"b"]
+    assert transport.pending() == {"c1": 1}

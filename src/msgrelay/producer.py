@@ -40,7 +40,8 @@ _EXACT_TYPES: Final = {
 
 CHUNK_BYTES: Final = 4 * 1024 * 1024
 """Payload bytes per chunk (one command): 64 KB messages go 64 at a time, small ones ``pipeline_size``."""
-_PLAIN_TYPES: Final = frozenset((str, float, bool, type(None)))
+_PLAIN_TYPES: Final = frozenset((str, bool, type(None)))
+"""Field values msgspec writes exactly as orjson does (floats not: 1e16 against 1e+16)."""
 _encode_plain = msgspec.json.Encoder().encode
 
 MessageSpec = Message | tuple[str, str] | tuple[str, str, Mapping[str, JSONValue]]
@@ -155,8 +156,8 @@ class Producer:
         return ids, payloads
 
     def _dumps_plain(self, record: dict[str, JSONValue], msg_id: str) -> bytes:
-        """A record of strings, floats, booleans and nulls (no value msgspec would take but orjson refuse):
-        msgspec writes the same bytes, and stays fast where orjson gets ten times slower when its results
+        """A record whose fields are strings, booleans and nulls, and whose ``ts`` is epoch seconds: msgspec
+        writes the same bytes as orjson, and stays fast where orjson gets ten times slower when its results
         are kept alive (a chunk's payloads are)."""
         try:
             payload = _encode_plain(record)
