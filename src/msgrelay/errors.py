@@ -119,3 +119,23 @@ class SinkError(MsgrelayError):
     def __init__(self, message: str, *, failed_types: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.failed_types = failed_types
+
+
+class NotifyError(MsgrelayError):
+    """A notifier could not deliver a notification."""
+
+
+class NotifyDeferred(NotifyError):
+    """The receiver asked us to come back later (HTTP 429, ``Retry-After``): no failure, no attempt used."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotifyTransientError(NotifyError):
+    """May work when tried again (5xx, a timeout, a dropped connection): retried with backoff, in budget."""
+
+
+class NotifyPermanentError(NotifyError):
+    """Will not work however often it is tried (401, 404, a payload the receiver refuses): dead-lettered."""

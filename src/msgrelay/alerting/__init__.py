@@ -1,0 +1,1 @@
+"""Alerts: the service monitor, the alert wire format and the notifiers (issue 5)."""
