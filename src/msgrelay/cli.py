@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -21,6 +22,7 @@ import typer
 from rich.console import Console
 
 from msgrelay import __version__
+from msgrelay.alerting.codec import decode_alert, encode_alert
 from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import (
@@ -124,6 +126,31 @@ def send(
         [message] = producer.build_many([(msg_type, text, fields)])
         [msg_id] = send_with_resends(producer, [message], within_s=SEND_RESEND_FOR_S)
     out.print(msg_id, markup=False)
+
+
+@app.command()
+def alert(
+    message: Annotated[str, typer.Argument(help="What happened, e.g. 'connection refused'.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="The service the alert is about.")],
+    status: Annotated[str, typer.Option("--status", help="DOWN or UP.")] = "DOWN",
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: Annotated[
+        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
+    ] = None,
+) -> None:
+    """Push one alert by hand onto the alert queue; prints it as pushed."""
+    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+    queue = settings.alerts.as_queue(settings.queue.namespace)
+    record = {"service": service, "status": status, "message": message, "timestamp": time.time()}
+    # The same check notify applies: what it would dead-letter is refused here, with the same reason.
+    payload = encode_alert(decode_alert(orjson.dumps(record), max_bytes=queue.max_message_bytes))
+    alert_transport = create_transport(settings, queue=queue)
+    try:
+        alert_transport.send([payload])
+    finally:
+        alert_transport.close()
+    out.print(payload.decode(), markup=False)
 
 
 def _parse_field(item: str) -> tuple[str, str]:

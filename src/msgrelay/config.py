@@ -148,6 +148,31 @@ class DeadLetterSettings(_Section):
     max_entries: int = Field(0, ge=0, description="keep at most this many dead letters; 0 = no limit")
 
 
+class AlertSettings(_Section):
+    """Alerts (``msgrelay alert``, ``monitor``, ``notify``) travel in a queue of their own, apart from the log
+    messages, so a slow notifier never holds up log processing. They share ``queue.namespace`` and the
+    dead-letter stream."""
+
+    transport: Literal["streams", "lists"] = "streams"
+    stream: str = Field("msgrelay:alerts", min_length=1, description="stream key (streams transport)")
+    group: str = Field("msgrelay-notify", min_length=1, description="consumer group of the notifiers")
+    list_key: str = Field(
+        "tweet_queue", min_length=1, description="list key (lists transport): the existing bot's queue"
+    )
+    max_message_bytes: int = Field(16 * 1024, gt=0, description="larger alerts are dead-lettered")
+
+    def as_queue(self, namespace: str) -> QueueSettings:
+        """The alert queue described as a :class:`QueueSettings`, for the transports."""
+        return QueueSettings(
+            transport=self.transport,
+            stream=self.stream,
+            group=self.group,
+            buffer_key=self.list_key,
+            namespace=namespace,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -163,6 +188,7 @@ class Settings(BaseSettings):
     producer: ProducerSettings = ProducerSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     deadletter: DeadLetterSettings = DeadLetterSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,9 @@ key                                             type    what
 ``<stream>`` (default ``msgrelay:logs``)        stream  log messages, field ``m`` = JSON (streams transport);
                                                         consumer group ``<group>`` (default ``msgrelay``)
 ``<buffer_key>`` (default ``message_buffer``)   list    log messages, LPUSH at the head (lists transport)
+``<alerts.stream>`` (``msgrelay:alerts``)       stream  alerts, field ``m`` = JSON; group ``<alerts.group>``
+                                                        (default ``msgrelay-notify``)
+``<alerts.list_key>`` (``tweet_queue``)         list    alerts, LPUSH at the head (lists transport)
 ``<ns>:processing:<buffer_key>:<consumer>``     list    entries a lists consumer holds until written
 ``<ns>:consumers:<buffer_key>``                 set     names of lists consumers (for stats and recovery)
 ``<ns>:heartbeat:<buffer_key>:<consumer>``      string  a live lists consumer; expires claim_idle_s after
@@ -23,7 +26,9 @@ key                                             type    what
 ==============================================  ======  =====================================================
 
 ``<ns>`` is ``queue.namespace`` (default ``msgrelay``). The stream and list keys are user-chosen so that
-existing producers (``LPUSH message_buffer ...``) keep working unchanged.
+existing producers (``LPUSH message_buffer ...``, ``LPUSH tweet_queue ...``) keep working unchanged. The alert
+queue has the same per-queue keys as the log queue (processing lists, retries, stats ...), named after its
+own key; the dead-letter stream is shared.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from msgrelay.config import Settings, mask_url
+from msgrelay.config import QueueSettings, Settings, mask_url
 from msgrelay.errors import ConfigError
 from msgrelay.keys import KeySchema
 from msgrelay.transport.base import Transport, redis_errors
@@ -41,9 +41,12 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
     return client
 
 
-def create_transport(settings: Settings, *, check: bool = True) -> Transport:
-    """The transport selected by ``queue.transport``, connected."""
-    queue = settings.queue
+def create_transport(
+    settings: Settings, *, check: bool = True, queue: QueueSettings | None = None
+) -> Transport:
+    """The transport selected by ``queue.transport``, connected; ``queue`` names another queue than the log
+    messages' (the alerts': ``settings.alerts.as_queue(...)``)."""
+    queue = queue or settings.queue
     client = connect(settings, check=check)
     url = mask_url(settings.redis.effective_url())
     if queue.transport == "streams":

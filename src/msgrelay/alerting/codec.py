@@ -1,0 +1,107 @@
+"""Bytes <-> :class:`Alert`: the JSON object the tweet bot has always read.
+
+What producers push (the monitor, ``msgrelay alert``, or by hand)::
+
+    redis-cli LPUSH tweet_queue \
+        '{"service":"db","status":"DOWN","message":"connection refused","timestamp":1642234567}'
+
+``status`` is ``DOWN`` or ``UP`` in any case; ``timestamp`` is epoch seconds or ISO 8601 (absent: the time it
+is read); other keys are kept as the alert's fields. What cannot be an alert is refused with a reason, checked
+in this order (the dead-letter reason):
+
+==================  ===============================================================================
+``oversize``        the raw entry is longer than ``max_bytes``
+``invalid_utf8``    the bytes are not UTF-8
+``malformed_json``  not one JSON object
+``missing_service`` no ``service``, or not a non-empty string of at most 200 characters
+``missing_status``  no ``status``
+``invalid_status``  a status other than DOWN or UP
+``missing_message`` no ``message``, or not a string
+``invalid_field``   a ``timestamp`` that is neither epoch seconds nor ISO 8601
+==================  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Final
+
+import orjson
+
+from msgrelay.alerting.model import Alert, JSONValue, Status
+from msgrelay.errors import DecodeError
+
+MAX_SERVICE_LENGTH: Final = 200
+ALERT_KEYS: Final = frozenset(("service", "status", "message", "timestamp"))
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """The wire form: one compact JSON object, the four keys first, then the extra fields."""
+    record: dict[str, JSONValue] = {
+        "service": alert.service,
+        "status": alert.status.value,
+        "message": alert.message,
+        "timestamp": alert.timestamp,
+        **alert.fields,
+    }
+    return orjson.dumps(record)
+
+
+def decode_alert(raw: bytes, *, max_bytes: int) -> Alert:
+    """Parse one raw entry, or raise :class:`DecodeError` with one of the reasons above."""
+    if len(raw) > max_bytes:
+        raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "malformed_json"
+        raise DecodeError(reason, str(exc), raw) from None
+    if not isinstance(obj, dict):
+        raise DecodeError("malformed_json", "an alert is a JSON object", raw)
+    fields: dict[str, JSONValue] = obj
+    service, status, message = (
+        fields.pop("service", None),
+        fields.pop("status", None),
+        fields.pop("message", None),
+    )
+    if not isinstance(service, str) or not 0 < len(service.strip()) <= MAX_SERVICE_LENGTH:
+        raise DecodeError(
+            "missing_service", f"'service' must name the service (1 to {MAX_SERVICE_LENGTH} characters)", raw
+        )
+    return Alert(
+        service=service.strip(),
+        status=_status(status, raw),
+        message=_message(message, raw),
+        timestamp=_timestamp(fields.pop("timestamp", None), raw),
+        fields=fields,
+    )
+
+
+def _status(value: JSONValue, raw: bytes) -> Status:
+    if value is None:
+        raise DecodeError("missing_status", "no 'status' (DOWN or UP)", raw)
+    word = value.strip().upper() if isinstance(value, str) else ""
+    if word not in Status.__members__:
+        raise DecodeError("invalid_status", f"status must be DOWN or UP, not {str(value)[:40]!r}", raw)
+    return Status(word)
+
+
+def _message(value: JSONValue, raw: bytes) -> str:
+    if not isinstance(value, str):
+        raise DecodeError("missing_message", "no 'message' text: an alert must say what happened", raw)
+    return value
+
+
+def _timestamp(value: JSONValue, raw: bytes) -> float:
+    if value is None:
+        return time.time()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        except ValueError:
+            pass
+    raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)
