@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from rich.console import Console
 
 from msgrelay import __version__
 from msgrelay.alerting.codec import decode_alert, encode_alert
+from msgrelay.alerting.silences import SilenceStore, parse_duration
 from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import (
@@ -344,6 +346,79 @@ def stats(
 
 
 # --------------------------------------------------------------------------------------------------- dlq
+
+silence_app = typer.Typer(
+    help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
+)
+app.add_typer(silence_app, name="silence")
+
+
+@contextmanager
+def _silence_store(config: Path | None, redis_url: str | None) -> Iterator[SilenceStore]:
+    settings = load_settings(config, {"redis": {"url": redis_url}})
+    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+    try:
+        yield SilenceStore.from_transport(alert_transport)
+    finally:
+        alert_transport.close()
+
+
+@silence_app.command("add")
+def silence_add(
+    service: Annotated[str, typer.Option("--service", "-s", help="A service name or a glob ('payments-*').")],
+    duration: Annotated[str, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d, 1h30m.")],
+    comment: Annotated[str, typer.Option("--comment", help="Why (shown by list).")] = "",
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Silence a service's alerts for a while; prints the silence's id."""
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--for") from None
+    if not service.strip():
+        raise typer.BadParameter("name a service, or a glob such as 'payments-*'", param_hint="--service")
+    with _silence_store(config, redis_url) as store:
+        silence = store.add(service, time.time() + seconds, comment)
+    out.print(f"{silence.id}  {silence.service}  until {_utc(silence.until)}", markup=False)
+
+
+@silence_app.command("list")
+def silence_list(
+    everything: Annotated[bool, typer.Option("--all", help="Expired silences too (kept a week).")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Active silences (with --all, the recently expired ones too): id, service, end, comment."""
+    now = time.time()
+    with _silence_store(config, redis_url) as store:
+        silences = store.all(now) if everything else store.active(now)
+    for silence in silences:
+        state = "until" if silence.until > now else "expired"
+        line = f"{silence.id}  {silence.service}  {state} {_utc(silence.until)}  {silence.comment}"
+        out.print(line.rstrip(), markup=False)
+    if not silences:
+        err.print("no silences", markup=False)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(metavar="ID", help="The id that `silence add` printed.")],
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """End a silence now."""
+    with _silence_store(config, redis_url) as store:
+        found = store.expire(silence_id, time.time())
+    if not found:
+        err.print(f"error: no silence {silence_id!r} (see `msgrelay silence list --all`)", markup=False)
+        raise typer.Exit(ExitCode.FAILURE)
+    out.print(f"expired {silence_id}", markup=False)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
 
 dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter store.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")

@@ -19,6 +19,8 @@ key                                             type    what
                                                         time (ms) of their next attempt
 ``<ns>:journal:<queue key>``                    hash    effectively-once files: consumer -> the batch it
                                                         is writing (files, offsets, entry handles)
+``<ns>:silences:<alert queue key>``             hash    alert silences: id -> JSON (service glob, until,
+                                                        comment); expired ones kept a week for ``list --all``
 ``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin
 ``<ns>:stats:<queue key>``                      hash    counters: produced, processed, dead_lettered,
                                                         processed:<TYPE>, batches, batches_failed,
@@ -70,6 +72,9 @@ class KeySchema:
 
     def journal(self) -> str:
         return f"{self.namespace}:journal:{self.queue}"
+
+    def silences(self) -> str:
+        return f"{self.namespace}:silences:{self.queue}"
 
 
 class Stat:
