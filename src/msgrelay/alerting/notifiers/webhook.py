@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
@@ -90,6 +90,7 @@ class WebhookNotifier:
         self._style: WebhookStyle = style
         self._timeout_s = timeout_s
         self.name = name or f"webhook:{urlsplit(url).hostname}"
+        self._secrets = _secret_parts(url, headers or {})
         self._client = httpx.Client(
             timeout=timeout_s, headers=dict(headers or {}), follow_redirects=False, trust_env=True
         )
@@ -140,11 +141,9 @@ class WebhookNotifier:
         return f"{self.name} ({self._safe_url}): {type(exc).__name__}: {self._scrub(detail)}"
 
     def _scrub(self, text: str) -> str:
-        """``text`` (an answer, an exception's words) escaped, with any echo of the URL or its path cut."""
-        path = urlsplit(self._url).path
-        for secret in (self._url, path if len(path) > 1 else ""):
-            if secret:
-                text = text.replace(secret, "/…")
+        """``text`` (an answer, an exception's words) escaped, with any echo of a secret cut out."""
+        for secret in self._secrets:
+            text = text.replace(secret, "…")
         return escape(text)
 
     def close(self) -> None:
@@ -162,3 +161,21 @@ def _check_url(url: str, safe_url: str) -> None:
         raise ConfigError(f"webhook URL {safe_url} is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"webhook URL {safe_url} must be an http:// or https:// URL with a host")
+
+
+_MIN_SECRET_LEN: Final = 6
+"""Shorter URL pieces ("api", "hooks") are words, not tokens: cutting them would garble every message."""
+
+
+def _secret_parts(url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Every piece of ``url`` and of the header values that may be a credential, longest first.
+
+    A receiver's error answer may echo the token alone (Slack: "invalid_token xoxb-..."), not the URL."""
+    parts = urlsplit(url)
+    pieces = {url, parts.path, parts.query, parts.username or "", parts.password or ""}
+    pieces.update(segment for segment in parts.path.split("/"))
+    pieces.update(value for _, value in parse_qsl(parts.query))
+    pieces.update(headers.values())
+    pieces.update(word for value in headers.values() for word in value.split())
+    pieces.update({unquote(piece) for piece in pieces})
+    return tuple(sorted((p for p in pieces if len(p) >= _MIN_SECRET_LEN), key=len, reverse=True))
