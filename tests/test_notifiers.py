@@ -192,6 +192,12 @@ def test_webhook_slack_and_discord_payloads(serve: type[Server]) -> None:
     assert discord_body["allowed_mentions"] == {"parse": []}  # and nobody is pinged by it
 
 
+def test_webhook_idempotency_key_that_is_not_plain_ascii_is_percent_encoded(serve: type[Server]) -> None:
+    server = serve(Reply(200))
+    WebhookNotifier(server.url()).send(notification(key="db/DOWN/é\r\n"))
+    assert server.received[0].headers["Idempotency-Key"] == "db%2FDOWN%2F%C3%A9%0D%0A"
+
+
 def test_webhook_custom_headers_are_sent(serve: type[Server]) -> None:
     server = serve(Reply(200))
     WebhookNotifier(server.url(), headers={"Authorization": f"Bearer {TOKEN}"}).send(notification())
@@ -337,6 +343,13 @@ def test_console_prints_one_escaped_line_per_notification() -> None:
     assert stream.getvalue() == "db is DOWN\\nfake: line \\x1b[2J\\u202e\ndb is UP\n"
     assert notifier.name == "console"
     assert isinstance(notifier, Notifier)
+
+
+def test_console_on_a_closed_stream_is_permanent() -> None:
+    stream = io.StringIO()
+    stream.close()
+    with pytest.raises(NotifyPermanentError):
+        ConsoleNotifier(stream).send(notification())
 
 
 def test_console_writes_to_stdout_by_default(capsys: pytest.CaptureFixture[str]) -> None:

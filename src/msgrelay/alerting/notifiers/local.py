@@ -36,6 +36,8 @@ class ConsoleNotifier:
             stream.flush()
         except OSError as exc:  # a closed pipe or a full disk behind the redirect
             raise NotifyTransientError(f"{self.name}: cannot write: {exc.strerror or exc}") from None
+        except ValueError:  # the stream was closed under us: no retry will reopen it
+            raise NotifyPermanentError(f"{self.name}: the output stream is closed") from None
 
     def close(self) -> None:
         """The stream belongs to the caller: nothing to release."""

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Final, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 
@@ -97,13 +97,13 @@ class WebhookNotifier:
 
     def send(self, notification: Notification) -> None:
         body = _safe_json(payload(notification, self._style)).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": notification.key}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": _header_value(notification.key)}
         try:
             status, retry_after, preview = self._post(body, headers)
-        except httpx.UnsupportedProtocol as exc:
+        # `from None` throughout: httpx's exceptions hold the request, whose URL holds the token.
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise NotifyPermanentError(self._describe(exc)) from None
-        # `from None`: httpx's exception holds the request, whose URL holds the token.
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.HTTPError, httpx.StreamError) as exc:  # timeouts, refused, reset, cut short, bad gzip
             raise NotifyTransientError(self._describe(exc)) from None
         self._raise_for_status(status, retry_after, preview)
 
@@ -179,3 +179,9 @@ def _secret_parts(url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
     pieces.update(word for value in headers.values() for word in value.split())
     pieces.update({unquote(piece) for piece in pieces})
     return tuple(sorted((p for p in pieces if len(p) >= _MIN_SECRET_LEN), key=len, reverse=True))
+
+
+def _header_value(key: str) -> str:
+    """``key`` as a header value: the notify loop's keys are ASCII already; anything else is %-encoded
+    rather than refused, so an odd key never turns a deliverable notification into an error."""
+    return key if key.isascii() and key.isprintable() else quote(key, safe="")
