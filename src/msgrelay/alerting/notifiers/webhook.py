@@ -68,8 +68,9 @@ class WebhookNotifier:
 
     2xx is delivered; 429 is :class:`NotifyDeferred` (``Retry-After``); 5xx, 408, timeouts, refused or
     dropped connections and answers cut short are :class:`NotifyTransientError`; any other status
-    (4xx, a redirect: configure the final URL) is :class:`NotifyPermanentError`. ``timeout_s`` bounds the
-    whole exchange, not each read, so a receiver that trickles bytes cannot hold the notify loop."""
+    (4xx, a redirect: configure the final URL) is :class:`NotifyPermanentError`. ``timeout_s`` bounds each
+    phase (connect, send, each read) and the body read stops ``timeout_s`` after the send began, so a
+    receiver that trickles bytes cannot hold the notify loop: a send ends within about 2 x ``timeout_s``."""
 
     def __init__(
         self,
