@@ -1,0 +1,44 @@
+"""Notifiers: where a notification goes (console, alert log, webhook, Twitter/X).
+
+Each is a leaf: it sends one notification and reports the outcome as one of three exceptions, and knows
+nothing of deduplication, silences, routing or retries, which are the notify loop's.
+"""
+
+from msgrelay.alerting.notifiers.base import (
+    DEFAULT_RETRY_AFTER_S,
+    MAX_RETRY_AFTER_S,
+    Notifier,
+    redact_url,
+    retry_after_s,
+)
+from msgrelay.alerting.notifiers.local import AlertLogNotifier, ConsoleNotifier
+from msgrelay.alerting.notifiers.settings import (
+    AlertLogSettings,
+    ConsoleSettings,
+    NotifierSettings,
+    TwitterSettings,
+    WebhookSettings,
+    build_notifier,
+    parse_notifier_settings,
+)
+from msgrelay.alerting.notifiers.twitter import TwitterNotifier
+from msgrelay.alerting.notifiers.webhook import WebhookNotifier
+
+__all__ = [
+    "DEFAULT_RETRY_AFTER_S",
+    "MAX_RETRY_AFTER_S",
+    "AlertLogNotifier",
+    "AlertLogSettings",
+    "ConsoleNotifier",
+    "ConsoleSettings",
+    "Notifier",
+    "NotifierSettings",
+    "TwitterNotifier",
+    "TwitterSettings",
+    "WebhookNotifier",
+    "WebhookSettings",
+    "build_notifier",
+    "parse_notifier_settings",
+    "redact_url",
+    "retry_after_s",
+]
