@@ -465,8 +465,8 @@ def test_streams_read_the_same_deliveries_over_resp2_and_resp3(
         recovered = reader.recover("c1", 10)
         taken_over: list[Delivery] = []
         deadline = time.monotonic() + 5
-        while not taken_over and time.monotonic() < deadline:  # until they have been idle for 1 ms
-            taken_over = reader.reclaim("c2", 10, 0.001)
+        while len(taken_over) < 3 and time.monotonic() < deadline:  # each once idle for 1 ms (a ms apart?)
+            taken_over += reader.reclaim("c2", 10, 0.001)
         rest = reader.fetch("c2", 10, 0.1)
     finally:
         reader.close()
