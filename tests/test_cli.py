@@ -387,7 +387,7 @@ def test_config_show_prints_the_effective_config_as_json_with_the_password_maske
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     shown = json.loads(result.stdout)
-    assert set(shown) == {"redis", "queue", "producer", "consumer", "deadletter", "alerts"}
+    assert set(shown) == {"redis", "queue", "producer", "consumer", "deadletter", "alerts", "monitor"}
     assert shown["redis"]["url"] == "redis://:***@example:6379/0"
     assert shown["redis"]["effective_url"] == "redis://:***@example:6379/0"
     assert shown["queue"]["transport"] == "streams"

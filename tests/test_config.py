@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from msgrelay.config import RedisSettings, Settings, load_settings, mask_url, masked_dump
+from msgrelay.config import RedisSettings, Settings, load_settings, masked_dump
 from msgrelay.errors import ConfigError
+from msgrelay.urls import mask_url
 
 CONFIG_TOML = """
 [consumer]

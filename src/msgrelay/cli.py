@@ -24,6 +24,8 @@ from rich.console import Console
 
 from msgrelay import __version__
 from msgrelay.alerting.codec import decode_alert, encode_alert
+from msgrelay.alerting.health import Monitor
+from msgrelay.alerting.model import Alert
 from msgrelay.alerting.silences import SilenceStore, parse_duration
 from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
@@ -153,6 +155,38 @@ def alert(
     finally:
         alert_transport.close()
     out.print(payload.decode(), markup=False)
+
+
+@app.command()
+def monitor(
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: Annotated[
+        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
+    ] = None,
+) -> None:
+    """Check the services of [[monitor.checks]]; push an alert when one goes DOWN or comes back UP."""
+    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+    if not settings.monitor.checks:
+        raise ConfigError("no services to check: add [[monitor.checks]] tables to the config (see README)")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+
+    def push(alert: Alert) -> None:
+        payload = encode_alert(alert)
+        alert_transport.send([payload])  # a failure is raised: the monitor keeps the alert and retries
+        out.print(payload.decode(), markup=False)
+
+    services = ", ".join(check.service for check in settings.monitor.checks)
+    out.print(
+        f"monitoring {services} into {alert_transport.name} {alert_transport.keys.queue!r}", markup=False
+    )
+    try:
+        Monitor.from_settings(list(settings.monitor.checks)).run(push, stop)
+    finally:
+        alert_transport.close()
 
 
 def _parse_field(item: str) -> tuple[str, str]:

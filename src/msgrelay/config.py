@@ -20,13 +20,12 @@ Units are in the names: ``_s`` seconds, ``_bytes`` bytes.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -36,7 +35,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from msgrelay.alerting.health import CheckSettings
 from msgrelay.errors import ConfigError
+from msgrelay.urls import mask_url
 
 ENV_PREFIX = "MSGRELAY_"
 CONFIG_ENV_VAR = "MSGRELAY_CONFIG"
@@ -173,6 +174,13 @@ class AlertSettings(_Section):
         )
 
 
+class MonitorSettings(_Section):
+    """``msgrelay monitor``: the services it checks, one ``[[monitor.checks]]`` table each (see
+    :class:`msgrelay.alerting.health.CheckSettings`: service, kind, url / host + port / command ...)."""
+
+    checks: tuple[CheckSettings, ...] = ()
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -189,6 +197,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     deadletter: DeadLetterSettings = DeadLetterSettings()
     alerts: AlertSettings = AlertSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -265,21 +274,6 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     return "invalid configuration" + origin + ": " + "; ".join(problems)
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (userinfo or ``?password=``) replaced by ``***``, safe to print and log."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, _QUERY_PASSWORD.sub(r"\1***", parts.query)
-    if parts.password is not None:
-        # Keep the host part exactly as written (IPv6 brackets, port); only the password changes.
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, with every secret masked (for ``msgrelay config show``)."""
     data = settings.model_dump(mode="json")
@@ -289,4 +283,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     if settings.redis.password is not None:
         redis["password"] = "***"  # noqa: S105 - the mask, not a password
     redis["effective_url"] = mask_url(settings.redis.effective_url())
+    for check in data["monitor"]["checks"]:
+        if check.get("url"):
+            check["url"] = mask_url(check["url"])  # a Redis check's URL may hold a password
     return data

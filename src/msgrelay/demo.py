@@ -19,7 +19,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from msgrelay.config import RedisSettings, Settings, mask_url
+from msgrelay.config import RedisSettings, Settings
 from msgrelay.consumer import Consumer, Totals
 from msgrelay.errors import BrokerError
 from msgrelay.levels import TYPE_FILES
@@ -30,6 +30,7 @@ from msgrelay.samples import random_messages
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.transport.base import Transport, raw_command
 from msgrelay.transport.connection import connect, create_transport
+from msgrelay.urls import mask_url
 
 DEMO_REDIS_DIR = Path(".msgrelay/demo-redis")
 

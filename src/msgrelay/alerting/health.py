@@ -35,8 +35,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msgrelay.alerting.model import Alert, Status
-from msgrelay.config import mask_url
 from msgrelay.errors import ConfigError
+from msgrelay.urls import mask_url
 
 log = logging.getLogger(__name__)
 

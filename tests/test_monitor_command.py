@@ -1,0 +1,101 @@
+"""``msgrelay monitor`` end to end: a real TCP service goes away and comes back; alerts land in Redis."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from msgrelay.alerting.codec import decode_alert
+from msgrelay.alerting.model import Alert, Status
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def listener(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+@pytest.fixture
+def monitor_config(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
+    service = listener()
+    port = service.getsockname()[1]
+    config = tmp_path / "msgrelay.toml"
+    config.write_text(
+        "[[monitor.checks]]\n"
+        'service = "db"\nkind = "tcp"\nhost = "127.0.0.1"\n'
+        f"port = {port}\ninterval_s = 0.1\ntimeout_s = 0.5\nfailures_before_down = 2\n"
+    )
+    yield config, service
+    service.close()
+
+
+def alerts_in(client: redis.Redis, count: int, within_s: float = 20.0) -> list[Alert]:
+    """The first ``count`` alerts on the alert stream, waiting for them to be pushed."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        entries = client.xrange("msgrelay:alerts")
+        if len(entries) >= count:
+            return [decode_alert(fields[b"m"], max_bytes=16384) for _, fields in entries]
+        time.sleep(0.05)  # polling Redis for the monitor's push: the event we wait for
+    raise AssertionError(f"fewer than {count} alerts after {within_s}s: {client.xrange('msgrelay:alerts')}")
+
+
+def test_monitor_pushes_down_once_when_a_service_goes_away_and_up_when_it_is_back(
+    monitor_config: tuple[Path, socket.socket], redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    config, service = monitor_config
+    port = service.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "msgrelay", "monitor", "--config", str(config), "--redis-url", redis_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        service.close()  # the service goes away: DOWN after two failed checks
+        [down] = alerts_in(redis_client, 1)
+        again = listener(port)  # it comes back on the same port: UP
+        try:
+            _, up = alerts_in(redis_client, 2)
+        finally:
+            again.close()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 0, stderr
+    assert (down.service, down.status, up.service, up.status) == ("db", Status.DOWN, "db", Status.UP)
+    assert "refused" in down.message
+    assert up.message.startswith("recovered after")
+    assert len(redis_client.xrange("msgrelay:alerts")) == 2  # one alert per change, not one per check
+    assert stdout.count('"service":"db"') == 2  # it prints what it pushed
+
+
+def test_monitor_without_checks_says_so_in_one_line(run_cli: RunCli) -> None:
+    done = run_cli("monitor")
+
+    assert done.returncode == 3  # ExitCode.CONFIG_ERROR
+    assert "[[monitor.checks]]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_show_masks_the_password_of_a_redis_check(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "msgrelay.toml").write_text(
+        '[[monitor.checks]]\nservice = "cache"\nkind = "redis"\nurl = "redis://:hunter2@cache:6379/0"\n'
+    )
+    shown = run_cli("config", "show", url=False)
+
+    assert shown.returncode == 0, shown.stderr
+    assert "hunter2" not in shown.stdout and "redis://:***@cache:6379/0" in shown.stdout
