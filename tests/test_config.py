@@ -7,6 +7,7 @@ The autouse ``_isolated_env`` fixture clears every MSGRELAY_* variable and chdir
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,13 @@ def test_settings_can_be_built_for_both_transports() -> None:
         settings = load_settings(overrides={"queue": {"transport": transport}})
         assert isinstance(settings, Settings)
         assert settings.queue.transport == transport
+
+
+def test_every_toml_example_in_the_readme_is_a_valid_configuration(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    examples = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    assert len(examples) >= 2
+    for number, example in enumerate(examples):
+        path = tmp_path / f"example-{number}.toml"
+        path.write_text(example)
+        load_settings(path)  # raises ConfigError naming any key that is not a setting
