@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from http_servers import Reply, Server
 from msgrelay.config import Settings, load_settings
 from msgrelay.redis_server import RedisServer
 
@@ -92,3 +93,18 @@ def run_cli(redis_url: str, tmp_path: Path) -> Callable[..., subprocess.Complete
         )
 
     return run
+
+
+@pytest.fixture
+def serve() -> Iterator[type[Server]]:
+    """``serve(Reply(200), Reply(429, ...))``: a real local HTTP server playing them, stopped at the end."""
+    started: list[Server] = []
+
+    class Tracked(Server):
+        def __init__(self, *replies: Reply) -> None:
+            super().__init__(*replies)
+            started.append(self)
+
+    yield Tracked
+    for server in started:
+        server.stop()

@@ -11,15 +11,13 @@ import io
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from http_servers import Reply, Server
 from msgrelay.alerting.model import Alert, Notification, NotificationKind, Status
 from msgrelay.alerting.notifiers import (
     AlertLogNotifier,
@@ -37,97 +35,6 @@ from msgrelay.errors import ConfigError, NotifyDeferred, NotifyPermanentError, N
 TOKEN = "XyZSecretTok3n"
 QUERY_TOKEN = "QuerySecret99"
 PASSWORD = "UserPassw0rd"
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b"ok"
-    hang: bool = False
-    """Read the request, then answer nothing until the test ends."""
-    cut: bool = False
-    """Announce more body than is sent, then close the connection."""
-    trickle_s: float = 0.0
-    """Send the body a byte at a time, this far apart (a receiver that is slow, not silent)."""
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-class Server:
-    """Answers POSTs with ``replies`` in order (the last one repeats) and records every request."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies) or [Reply()]
-        self.received: list[Received] = []
-        self.release = threading.Event()
-        self.hanging = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                server.received.append(Received(self.path, dict(self.headers.items()), body))
-                reply = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
-                if reply.hang:
-                    server.hanging.set()
-                    server.release.wait(30)
-                    return
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                extra = 100 if reply.cut else 0
-                self.send_header("Content-Length", str(len(reply.body) + extra))
-                self.end_headers()
-                if reply.trickle_s:
-                    for byte in reply.body:
-                        if server.release.wait(reply.trickle_s):  # the test is over: stop at once
-                            return
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                else:
-                    self.wfile.write(reply.body)
-                    self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        self.release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-@pytest.fixture
-def serve() -> Iterator[type[Server]]:
-    started: list[Server] = []
-
-    class Tracked(Server):
-        def __init__(self, *replies: Reply) -> None:
-            super().__init__(*replies)
-            started.append(self)
-
-    yield Tracked
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

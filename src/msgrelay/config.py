@@ -24,10 +24,10 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from msgrelay.alerting.health import CheckSettings
+from msgrelay.alerting.notifiers.settings import ConsoleSettings, NotifierSettings, notifier_name
 from msgrelay.errors import ConfigError
 from msgrelay.urls import mask_url
 
@@ -149,6 +150,14 @@ class DeadLetterSettings(_Section):
     max_entries: int = Field(0, ge=0, description="keep at most this many dead letters; 0 = no limit")
 
 
+class RouteSettings(_Section):
+    """``[[alerts.routes]]``: notifications about ``services`` (globs) in ``statuses`` go to ``notifiers``."""
+
+    notifiers: tuple[str, ...] = Field(min_length=1)
+    services: tuple[str, ...] = ("*",)
+    statuses: tuple[Literal["DOWN", "UP"], ...] = ("DOWN", "UP")
+
+
 class AlertSettings(_Section):
     """Alerts (``msgrelay alert``, ``monitor``, ``notify``) travel in a queue of their own, apart from the log
     messages, so a slow notifier never holds up log processing. They share ``queue.namespace`` and the
@@ -161,6 +170,34 @@ class AlertSettings(_Section):
         "tweet_queue", min_length=1, description="list key (lists transport): the existing bot's queue"
     )
     max_message_bytes: int = Field(16 * 1024, gt=0, description="larger alerts are dead-lettered")
+    batch_size: int = Field(100, gt=0, description="alerts read together (and grouped) at most")
+    block_timeout_s: float = Field(1.0, gt=0, description="how long one read waits for new alerts")
+    repeat_interval_s: float = Field(
+        4 * 3600.0, gt=0, description="a service still down is notified again after this"
+    )
+    lease_s: float = Field(
+        60.0, gt=0, description="a notification being sent is another consumer's to retry after this"
+    )
+    max_attempts: int = Field(
+        8, ge=1, description="failed sends of a notification before it is dead-lettered"
+    )
+    retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay of a failed send; doubles up to")
+    retry_backoff_cap_s: float = Field(300.0, gt=0)
+    notifiers: tuple[NotifierSettings, ...] = (ConsoleSettings(),)
+    routes: tuple[RouteSettings, ...] = ()
+    default_notifiers: tuple[str, ...] = ("console",)
+
+    @model_validator(mode="after")
+    def _notifiers_named_once_and_known(self) -> Self:
+        names = [notifier_name(notifier) for notifier in self.notifiers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"notifier names must differ (set name = ...): {', '.join(twice)}")
+        wanted = [*self.default_notifiers, *(name for route in self.routes for name in route.notifiers)]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"routes name notifiers that are not configured: {', '.join(unknown)}")
+        return self
 
     def as_queue(self, namespace: str) -> QueueSettings:
         """The alert queue described as a :class:`QueueSettings`, for the transports."""

@@ -21,6 +21,12 @@ key                                             type    what
                                                         is writing (files, offsets, entry handles)
 ``<ns>:silences:<alert queue key>``             hash    alert silences: id -> JSON (service glob, until,
                                                         comment); expired ones kept a week for ``list --all``
+``<ns>:alert-state:<alert queue key>``          hash    notify: service -> JSON state (status, since, last
+                                                        status notified and when)
+``<ns>:outbox:<alert queue key>``               zset    notify: (notification, notifier) items to send,
+                                                        scored by when due (a send in progress: lease end)
+``<ns>:sent:<alert queue key>:<notifier>:<key>``  string  notify: a notification sent (kept a day), so a
+                                                        retry or a second consumer never sends it twice
 ``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin
 ``<ns>:stats:<queue key>``                      hash    counters: produced, processed, dead_lettered,
                                                         processed:<TYPE>, batches, batches_failed,
@@ -75,6 +81,15 @@ class KeySchema:
 
     def silences(self) -> str:
         return f"{self.namespace}:silences:{self.queue}"
+
+    def alert_states(self) -> str:
+        return f"{self.namespace}:alert-state:{self.queue}"
+
+    def outbox(self) -> str:
+        return f"{self.namespace}:outbox:{self.queue}"
+
+    def sent(self, notifier: str, key: str) -> str:
+        return f"{self.namespace}:sent:{self.queue}:{notifier}:{key}"
 
 
 class Stat:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from msgrelay.config import QueueSettings, Settings
 from msgrelay.errors import ConfigError
 from msgrelay.keys import KeySchema
 from msgrelay.transport.base import Transport, redis_errors
 from msgrelay.transport.lists import ListTransport
 from msgrelay.transport.streams import StreamTransport
 from msgrelay.urls import mask_url
+
+if TYPE_CHECKING:  # the settings are only read here; importing config would be a cycle through alerting
+    from msgrelay.config import QueueSettings, Settings
 
 NO_RESEND = Retry(NoBackoff(), 0)
 """redis-py never resends a command by itself: a resent XADD whose first reply was lost would be stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
@@ -92,3 +93,10 @@ def build_notifier(settings: NotifierSettings) -> Notifier:
         api_url=settings.api_url,
         name=settings.name,
     )
+
+
+def notifier_name(settings: NotifierSettings) -> str:
+    """The name routes use for a notifier (its ``name``; a webhook's default is ``webhook:<host>``)."""
+    if isinstance(settings, WebhookSettings) and settings.name is None:
+        return f"webhook:{urlsplit(settings.url.get_secret_value()).hostname or ''}"
+    return str(settings.name)

@@ -1,0 +1,350 @@
+"""``msgrelay notify``: alerts from their queue to the notifiers, never twice, never lost.
+
+The design, and why: docs/alerts-design.md.
+
+Two stages, each safe to kill at any instant:
+
+* **intake** reads a batch of alerts, judges each against its service's stored state (dedup, repeat,
+  resolve, silences: :mod:`msgrelay.alerting.policy`), groups and routes what is to be notified, writes the
+  new states and one outbox item per (notification, notifier), then acknowledges the batch (alerts that are
+  not alerts are dead-lettered with their reason). Killed before the ack, the batch comes again and is judged
+  against the states already written: nothing is notified twice.
+* **delivery** leases due outbox items (no other consumer takes them before the lease ends), sends each,
+  and settles it: sent (marked, so it is never sent again), deferred (HTTP 429: due at ``Retry-After``, no
+  attempt used), retried (capped exponential backoff with jitter), or dead-lettered (permanent error, or
+  ``max_attempts`` failed sends). Killed mid-send, the item is sent again once its lease ends: at least
+  once, with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from msgrelay.alerting.codec import decode_alert
+from msgrelay.alerting.model import Alert, Notification, NotificationKind, Status
+from msgrelay.alerting.notifiers.base import Notifier
+from msgrelay.alerting.policy import Route, ServiceState, Verdict, group, judge, route
+from msgrelay.alerting.silences import SilenceStore
+from msgrelay.deadletter import DeadLetter
+from msgrelay.errors import DecodeError, NotifyDeferred, NotifyPermanentError, NotifyTransientError
+from msgrelay.message import Delivery
+from msgrelay.retries import RetryPolicy
+from msgrelay.transport.base import Transport, raw_command, redis_errors
+
+log = logging.getLogger(__name__)
+
+SENT_TTL_S: Final = 24 * 3600
+"""How long a sent notification is remembered (longer than any lease and retry schedule)."""
+DELIVER_AT_ONCE: Final = 50
+
+# KEYS: outbox. ARGV: now, how many, lease end. Takes the due items and moves them to the lease end.
+_LEASE: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, item in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], item) end
+return due
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPolicy:
+    """What the notify loop needs to know beyond its queue: where notifications go, and how often to try."""
+
+    routes: Sequence[Route] = ()
+    default_notifiers: Sequence[str] = ("console",)
+    repeat_interval_s: float = 4 * 3600.0
+    lease_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=300.0, max_deliveries=8))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One notification for one notifier, with the failed sends so far."""
+
+    notifier: str
+    attempt: int
+    notification: Notification
+
+    def encode(self) -> bytes:
+        note = self.notification
+        alerts = [
+            {"service": a.service, "status": a.status.value, "message": a.message, "timestamp": a.timestamp,
+             "fields": a.fields}
+            for a in note.alerts
+        ]  # fmt: skip
+        record = {
+            "notifier": self.notifier, "attempt": self.attempt, "key": note.key, "kind": note.kind.value,
+            "text": note.text, "alerts": alerts,
+        }  # fmt: skip
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> OutboxItem:
+        record = orjson.loads(raw)
+        alerts = tuple(
+            Alert(a["service"], Status(a["status"]), a["message"], float(a["timestamp"]), a["fields"])
+            for a in record["alerts"]
+        )
+        note = Notification(record["key"], NotificationKind(record["kind"]), record["text"], alerts)
+        return cls(record["notifier"], int(record["attempt"]), note)
+
+
+@dataclass(slots=True)
+class NotifyTotals:
+    received: int = 0
+    dead_lettered: int = 0
+    queued: int = 0
+    sent: int = 0
+    deferred: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+class NotifyLoop:
+    """Intake and delivery for one consumer name. ``clock`` is epoch seconds (tests step it)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        notifiers: Mapping[str, Notifier],
+        policy: NotifyPolicy,
+        *,
+        name: str,
+        batch_size: int = 100,
+        max_message_bytes: int = 16 * 1024,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.transport = transport
+        self.notifiers = dict(notifiers)
+        self.policy = policy
+        self.name = name
+        self.batch_size = batch_size
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.silences = SilenceStore.from_transport(transport)
+        self.keys = transport.keys
+        self.totals = NotifyTotals()
+        self._lease = transport.client.register_script(_LEASE)
+        self._recovering = True
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, block_s: float = 1.0, burst: bool = False) -> NotifyTotals:
+        """Intake and delivery until ``stop`` is set; ``burst``: until no alert and no due item is left."""
+        self.transport.setup()
+        while not stop.is_set():
+            read = self.intake(0.0 if burst else self._wait_s(block_s))
+            handled = self.deliver_due()
+            if burst and not read and not handled and not self._due_soon():
+                break
+        return self.totals
+
+    def _wait_s(self, block_s: float) -> float:
+        """Block for new alerts no longer than until the next outbox item is due."""
+        with redis_errors(self.transport.url):
+            first = raw_command(self.transport.client, "ZRANGE", self.keys.outbox(), 0, 0, "WITHSCORES")
+        if not first:
+            return block_s
+        return min(block_s, max(0.0, float(first[0][1]) - self.clock()))
+
+    def _due_soon(self) -> bool:
+        with redis_errors(self.transport.url):
+            return bool(
+                raw_command(self.transport.client, "ZCOUNT", self.keys.outbox(), "-inf", self.clock())
+            )
+
+    # --- intake -----------------------------------------------------------------------------------------
+
+    def intake(self, block_s: float) -> int:
+        """Read one batch of alerts into the outbox; returns how many entries were read."""
+        deliveries = self._next_batch(block_s)
+        if not deliveries:
+            return 0
+        alerts: list[Alert] = []
+        read: list[Delivery] = []
+        dead: list[DeadLetter] = []
+        for delivery in deliveries:
+            try:
+                alerts.append(decode_alert(delivery.raw, max_bytes=self.max_message_bytes))
+                read.append(delivery)
+            except DecodeError as exc:
+                dead.append(DeadLetter(delivery, exc.reason, exc.detail))
+        items, states, counts = self._judge(alerts)
+        self._store(items, states, counts)
+        self.transport.settle(self.name, read, dead, {})
+        self.totals.received += len(alerts)
+        self.totals.dead_lettered += len(dead)
+        self.totals.queued += len(items)
+        return len(deliveries)
+
+    def _next_batch(self, block_s: float) -> list[Delivery]:
+        if self._recovering:  # after a restart, first what this name read and never acknowledged
+            own = self.transport.recover(self.name, self.batch_size)
+            if own:
+                return own
+            self._recovering = False
+        return self.transport.fetch(self.name, self.batch_size, block_s)
+
+    def _judge(self, alerts: list[Alert]) -> tuple[list[OutboxItem], dict[str, ServiceState], dict[str, int]]:
+        now = self.clock()
+        states = self._states({alert.service for alert in alerts})
+        silences = self.silences.active(now)
+        counts: dict[str, int] = {"alerts_received": len(alerts)}
+        judged: list[tuple[Verdict, Alert, float]] = []
+        for alert in alerts:
+            verdict, state = judge(
+                alert,
+                states.get(alert.service),
+                silences,
+                now=now,
+                repeat_interval_s=self.policy.repeat_interval_s,
+            )
+            states[alert.service] = state
+            counts[f"alerts_{verdict.value}"] = counts.get(f"alerts_{verdict.value}", 0) + 1
+            if verdict.notifies:
+                judged.append((verdict, alert, state.since))
+        items = [
+            OutboxItem(notifier, 0, note)
+            for note in group(judged)
+            for notifier in route(note, self.policy.routes, self.policy.default_notifiers)
+        ]
+        return items, states, counts
+
+    def _states(self, services: set[str]) -> dict[str, ServiceState]:
+        if not services:
+            return {}
+        ordered = sorted(services)
+        with redis_errors(self.transport.url):
+            stored = raw_command(self.transport.client, "HMGET", self.keys.alert_states(), *ordered)
+        return {service: _state(raw) for service, raw in zip(ordered, stored, strict=True) if raw is not None}
+
+    def _store(
+        self, items: list[OutboxItem], states: dict[str, ServiceState], counts: dict[str, int]
+    ) -> None:
+        """States, outbox items and counts in one transaction, before the batch is acknowledged."""
+        now = self.clock()
+        with redis_errors(self.transport.url):
+            pipe = self.transport.client.pipeline(transaction=True)
+            if states:
+                pipe.hset(self.keys.alert_states(), mapping={s: _encode_state(v) for s, v in states.items()})
+            for item in items:
+                pipe.zadd(self.keys.outbox(), {item.encode(): now}, nx=True)
+            for field, amount in counts.items():
+                pipe.hincrby(self.keys.stats(), field, amount)
+            pipe.execute()
+
+    # --- delivery ---------------------------------------------------------------------------------------
+
+    def deliver_due(self) -> int:
+        """Send the outbox items that are due (leased first); returns how many were handled."""
+        now = self.clock()
+        with redis_errors(self.transport.url):
+            leased = self._lease(
+                keys=[self.keys.outbox()], args=[now, DELIVER_AT_ONCE, now + self.policy.lease_s]
+            )
+        for raw in leased:
+            self._deliver(raw)
+        return len(leased)
+
+    def _deliver(self, raw: bytes) -> None:
+        item = OutboxItem.decode(raw)
+        sent_key = self.keys.sent(item.notifier, item.notification.key)
+        with redis_errors(self.transport.url):
+            already = raw_command(self.transport.client, "EXISTS", sent_key)
+        if already:  # sent by someone whose lease ran out before it could clear the item
+            self._settle(raw, remove=True)
+            return
+        notifier = self.notifiers.get(item.notifier)
+        try:
+            if notifier is None:
+                raise NotifyPermanentError(f"no notifier named {item.notifier!r} is configured")
+            notifier.send(item.notification)
+        except NotifyDeferred as exc:
+            self.totals.deferred += 1
+            self._settle(raw, due=self.clock() + exc.retry_after_s, count=f"deferred:{item.notifier}")
+        except NotifyPermanentError as exc:
+            self._fail(raw, item, f"{exc}")
+        except (NotifyTransientError, Exception) as exc:  # a notifier bug is retried like an outage
+            if not isinstance(exc, NotifyTransientError):
+                log.exception("notifier %s failed unexpectedly; retrying", item.notifier)
+            self._retry_or_fail(raw, item, str(exc))
+        else:
+            self.totals.sent += 1
+            self._settle(raw, remove=True, mark=sent_key, count=f"sent:{item.notifier}")
+
+    def _retry_or_fail(self, raw: bytes, item: OutboxItem, error: str) -> None:
+        attempt = item.attempt + 1
+        if attempt >= self.policy.retry.max_deliveries:
+            self._fail(raw, item, f"gave up after {attempt} attempts: {error}")
+            return
+        self.totals.retried += 1
+        again = OutboxItem(item.notifier, attempt, item.notification).encode()
+        due = self.clock() + self.policy.retry.delay_s(attempt, self.rng)
+        self._settle(raw, remove=True, add=(again, due), count=f"retried:{item.notifier}")
+
+    def _fail(self, raw: bytes, item: OutboxItem, error: str) -> None:
+        self.totals.failed += 1
+        letter = DeadLetter(
+            Delivery(raw, b"", item.notification.key, item.attempt + 1), "notify_failed", error
+        )
+        self._settle(raw, remove=True, dead=letter, count=f"dead_lettered:{item.notifier}")
+
+    def _settle(
+        self,
+        raw: bytes,
+        *,
+        remove: bool = False,
+        due: float | None = None,
+        add: tuple[bytes, float] | None = None,
+        mark: str | None = None,
+        dead: DeadLetter | None = None,
+        count: str | None = None,
+    ) -> None:
+        """One transaction per outcome, so an item is never both gone and unsent."""
+        outbox = self.keys.outbox()
+        with redis_errors(self.transport.url):
+            pipe = self.transport.client.pipeline(transaction=True)
+            if dead is not None:
+                pipe.xadd(self.keys.dead_letters(), dead.to_fields(origin=outbox, consumer=self.name))
+            if mark is not None:
+                pipe.set(mark, self.name, ex=SENT_TTL_S)
+            if add is not None:
+                pipe.zadd(outbox, {add[0]: add[1]})
+            if remove:
+                pipe.zrem(outbox, raw)
+            if due is not None:
+                pipe.zadd(outbox, {raw: due}, xx=True)
+            if count is not None:
+                pipe.hincrby(self.keys.stats(), count, 1)
+            pipe.execute()
+
+
+def _state(raw: bytes) -> ServiceState:
+    record = orjson.loads(raw)
+    notified = record.get("notified")
+    return ServiceState(
+        Status(record["status"]),
+        float(record["since"]),
+        Status(notified) if notified else None,
+        float(record.get("notified_at", 0.0)),
+    )
+
+
+def _encode_state(state: ServiceState) -> bytes:
+    return orjson.dumps(
+        {
+            "status": state.status.value,
+            "since": state.since,
+            "notified": state.notified.value if state.notified else None,
+            "notified_at": state.notified_at,
+        }
+    )

@@ -1,0 +1,291 @@
+"""The notify loop: alerts in Redis -> notifications posted to real local HTTP servers, never twice."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import orjson
+import pytest
+import redis
+
+from http_servers import Reply, Server
+from msgrelay.alerting.codec import encode_alert
+from msgrelay.alerting.model import Alert, Notification, Status
+from msgrelay.alerting.notifiers import WebhookNotifier
+from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy
+from msgrelay.alerting.silences import SilenceStore
+from msgrelay.config import Settings
+from msgrelay.dlq import DeadLetterStore
+from msgrelay.errors import NotifyTransientError
+from msgrelay.retries import RetryPolicy
+from msgrelay.transport import Transport, create_transport
+
+T0 = 1_764_000_000.0
+HOOK = "hook"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], transport_name: str) -> Settings:
+    return make_settings(transport_name, alerts={"transport": transport_name})
+
+
+@pytest.fixture
+def new_transport(settings: Settings) -> Iterator[Callable[[], Transport]]:
+    made: list[Transport] = []
+
+    def make() -> Transport:
+        made.append(create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace)))
+        return made[-1]
+
+    yield make
+    for transport in made:
+        transport.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+MakeLoop = Callable[..., NotifyLoop]
+
+
+@pytest.fixture
+def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[MakeLoop]:
+    notifiers: list[WebhookNotifier] = []
+
+    def make(
+        server: Server, *, name: str = "n1", max_attempts: int = 8, notifier: object = None
+    ) -> NotifyLoop:
+        hook = notifier or WebhookNotifier(server.url(), name=HOOK, timeout_s=2.0)
+        if isinstance(hook, WebhookNotifier):
+            notifiers.append(hook)
+        policy = NotifyPolicy(
+            default_notifiers=(HOOK,),
+            repeat_interval_s=3600.0,
+            lease_s=60.0,
+            retry=RetryPolicy(base_s=10.0, cap_s=20.0, max_deliveries=max_attempts),
+        )
+        return NotifyLoop(new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock)  # type: ignore[dict-item]
+
+    yield make
+    for hook in notifiers:
+        hook.close()
+
+
+def push(transport: Transport, *alerts: Alert | bytes) -> None:
+    transport.send([a if isinstance(a, bytes) else encode_alert(a) for a in alerts])
+
+
+def down(service: str = "db", at: float = T0) -> Alert:
+    return Alert(service, Status.DOWN, "connection refused", at)
+
+
+def up(service: str = "db", at: float = T0) -> Alert:
+    return Alert(service, Status.UP, "answers again", at)
+
+
+def cycle(loop: NotifyLoop) -> None:
+    """One intake of everything queued, then one delivery round."""
+    while loop.intake(0.0):
+        pass
+    loop.deliver_due()
+
+
+def posted(server: Server) -> list[dict[str, object]]:
+    return [orjson.loads(request.body) for request in server.received]  # type: ignore[misc]
+
+
+def outbox(redis_client: redis.Redis, transport: Transport) -> list[tuple[bytes, float]]:
+    return redis_client.zrange(transport.keys.outbox(), 0, -1, withscores=True)  # type: ignore[return-value]
+
+
+def test_down_then_up_posts_one_notification_and_one_resolve_notice(
+    serve: type[Server], make_loop: MakeLoop, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, down())
+    cycle(loop)
+    push(loop.transport, up(at=T0 + 5))
+    cycle(loop)
+
+    assert [body["text"] for body in posted(server)] == [
+        "🔴 db is DOWN: connection refused",
+        "✅ db is UP again: answers again",
+    ]
+    keys = [request.headers["Idempotency-Key"] for request in server.received]
+    assert len(set(keys)) == 2
+    assert outbox(redis_client, loop.transport) == []
+    assert sum(loop.transport.pending().values()) == 0  # every alert acknowledged
+
+
+def test_a_repeated_down_is_posted_once_then_again_after_the_repeat_interval(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    for offset in (0, 60, 600):
+        clock.now = T0 + offset
+        push(loop.transport, down(at=clock.now))
+        cycle(loop)
+    clock.now = T0 + 3600
+    push(loop.transport, down(at=clock.now))
+    cycle(loop)
+
+    texts = [body["text"] for body in posted(server)]
+    assert len(texts) == 2
+    assert texts[1].startswith("🔴 db is still DOWN (since ")
+    assert loop.transport.stats()["alerts_deduplicated"] == 2
+
+
+def test_a_silenced_service_posts_nothing(
+    serve: type[Server], make_loop: MakeLoop, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    SilenceStore.from_transport(loop.transport).add("d*", T0 + 7200)
+    push(loop.transport, down(), down("api"))
+    cycle(loop)
+
+    assert [body["text"] for body in posted(server)] == ["🔴 api is DOWN: connection refused"]
+    assert loop.transport.stats()["alerts_silenced"] == 1
+
+
+def test_alerts_read_together_are_posted_as_one_grouped_notification(
+    serve: type[Server], make_loop: MakeLoop
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, down("db"), down("api"), down("cache"))
+    cycle(loop)
+
+    [body] = posted(server)
+    assert body["text"].startswith("🔴 3 services DOWN: db (connection refused); api")
+
+
+def test_429_is_a_deferral_at_retry_after_that_uses_no_attempt(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(429, {"Retry-After": "30"}), Reply(200))
+    loop = make_loop(server, max_attempts=1)  # one failed send would dead-letter it: a deferral is not one
+    push(loop.transport, down())
+    cycle(loop)
+    [(_, due)] = outbox(redis_client, loop.transport)
+    assert due == T0 + 30
+
+    clock.now = T0 + 29
+    assert loop.deliver_due() == 0  # not due yet
+    clock.now = T0 + 30
+    assert loop.deliver_due() == 1
+
+    assert len(server.received) == 2
+    assert outbox(redis_client, loop.transport) == []
+    assert loop.transport.stats()["sent:hook"] == 1 and loop.transport.stats()["deferred:hook"] == 1
+
+
+def test_5xx_is_retried_with_capped_backoff_then_dead_lettered_with_the_last_error(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(503))
+    loop = make_loop(server, max_attempts=3)  # retry delays: 5-10 s, then 10-20 s (base 10, cap 20)
+    push(loop.transport, down())
+    cycle(loop)
+    [(_, first_due)] = outbox(redis_client, loop.transport)
+    clock.now = first_due
+    loop.deliver_due()
+    [(_, second_due)] = outbox(redis_client, loop.transport)
+    clock.now = second_due
+    loop.deliver_due()
+
+    assert 5 <= first_due - T0 <= 10
+    assert 10 <= second_due - first_due <= 20
+    assert len(server.received) == 3
+    assert outbox(redis_client, loop.transport) == []
+    [letter] = DeadLetterStore.from_transport(loop.transport).list()
+    assert letter.reason == "notify_failed"
+    assert "gave up after 3 attempts" in letter.detail and "503" in letter.detail
+
+
+def test_an_alert_without_a_message_is_dead_lettered_and_acknowledged(
+    serve: type[Server], make_loop: MakeLoop
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, b'{"service":"db","status":"DOWN","timestamp":1642234567}')
+    cycle(loop)
+
+    [letter] = DeadLetterStore.from_transport(loop.transport).list()
+    assert letter.reason == "missing_message"
+    assert server.received == []
+    assert sum(loop.transport.pending().values()) == 0
+
+
+def test_two_competing_consumers_post_each_notification_exactly_once(
+    serve: type[Server], make_loop: MakeLoop
+) -> None:
+    server = serve(Reply(200))
+    first, second = make_loop(server, name="n1"), make_loop(server, name="n2")
+    push(first.transport, *(down(f"svc-{i}") for i in range(20)))
+    while first.intake(0.0) + second.intake(0.0):
+        pass
+    rounds = [threading.Thread(target=loop.deliver_due) for loop in (first, second, first, second)]
+    for thread in rounds:
+        thread.start()
+    for thread in rounds:
+        thread.join()
+
+    keys = [request.headers["Idempotency-Key"] for request in server.received]
+    assert len(keys) == len(set(keys)) == 4  # 20 alerts read 5 at a time: four grouped notifications
+    assert first.deliver_due() + second.deliver_due() == 0
+
+
+class StuckNotifier:
+    """Sends nothing until released, then fails: a consumer that died in the middle of a send."""
+
+    name = HOOK
+
+    def __init__(self) -> None:
+        self.sending = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, notification: Notification) -> None:
+        self.sending.set()
+        self.release.wait(30)
+        raise NotifyTransientError("it never came back")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_send_stuck_in_a_dead_consumer_is_made_by_another_once_its_lease_ends(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(200))
+    stuck = StuckNotifier()
+    dead, alive = make_loop(server, name="dead", notifier=stuck), make_loop(server, name="alive")
+    push(dead.transport, down())
+    dead.intake(0.0)
+    dying = threading.Thread(target=dead.deliver_due)
+    dying.start()
+    assert stuck.sending.wait(10)
+
+    assert alive.deliver_due() == 0  # leased to the other consumer: not taken while its lease runs
+    clock.now = T0 + 61
+    assert alive.deliver_due() == 1
+    stuck.release.set()  # the dead one wakes up and schedules a retry of what is already sent ...
+    dying.join()
+    clock.now = T0 + 3600
+    alive.deliver_due()
+
+    assert len(server.received) == 1  # ... which the sent mark turns into nothing
+    assert outbox(redis_client, alive.transport) == []
