@@ -1,4 +1,4 @@
-"""``msgrelay monitor`` end to end: a real TCP service goes away and comes back; alerts land in Redis."""
+"""``msgrelay monitor`` and ``msgrelay notify`` end to end: real TCP and HTTP services, a real Redis."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
+from http_servers import Reply, Server
 from msgrelay.alerting.codec import decode_alert
 from msgrelay.alerting.model import Alert, Status
 
@@ -99,3 +101,31 @@ def test_config_show_masks_the_password_of_a_redis_check(run_cli: RunCli, tmp_pa
 
     assert shown.returncode == 0, shown.stderr
     assert "hunter2" not in shown.stdout and "redis://:***@cache:6379/0" in shown.stdout
+
+
+def test_notify_posts_the_alert_pushed_by_msgrelay_alert_to_a_configured_webhook(
+    run_cli: RunCli, serve: type[Server], tmp_path: Path
+) -> None:
+    server = serve(Reply(200))
+    (tmp_path / "msgrelay.toml").write_text(
+        f'[[alerts.notifiers]]\nkind = "webhook"\nname = "ops"\nurl = "{server.url()}"\nstyle = "slack"\n\n'
+        '[alerts]\ndefault_notifiers = ["ops"]\n'
+    )
+    pushed = run_cli("alert", "--service", "db", "--status", "DOWN", "connection refused")
+    notified = run_cli("notify", "--burst")
+
+    assert (pushed.returncode, notified.returncode) == (0, 0), pushed.stderr + notified.stderr
+    assert [orjson.loads(request.body) for request in server.received] == [
+        {"text": "🔴 db is DOWN: connection refused"}
+    ]
+    assert "1 sent" in notified.stderr
+
+
+def test_notify_prints_what_it_would_tweet_on_the_console_by_default(run_cli: RunCli) -> None:
+    run_cli("alert", "--service", "api", "--status", "DOWN", "HTTP 503")
+    run_cli("alert", "--service", "api", "--status", "UP", "answers again")
+    notified = run_cli("notify", "--burst")
+
+    assert notified.returncode == 0, notified.stderr
+    # read together: the DOWN is notified, then resolved (one notification of each kind)
+    assert notified.stdout.splitlines() == ["🔴 api is DOWN: HTTP 503", "✅ api is UP again: answers again"]

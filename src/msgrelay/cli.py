@@ -25,9 +25,13 @@ from rich.console import Console
 from msgrelay import __version__
 from msgrelay.alerting.codec import decode_alert, encode_alert
 from msgrelay.alerting.health import Monitor
-from msgrelay.alerting.model import Alert
+from msgrelay.alerting.model import Alert, Status
+from msgrelay.alerting.notifiers import build_notifier
+from msgrelay.alerting.notifiers.settings import notifier_name
+from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy
+from msgrelay.alerting.policy import Route
 from msgrelay.alerting.silences import SilenceStore, parse_duration
-from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
+from msgrelay.config import AlertSettings, ConsumerSettings, Settings, load_settings, masked_dump
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import (
     ALL,
@@ -58,6 +62,7 @@ from msgrelay.reporting import (
     print_stats,
     print_totals,
 )
+from msgrelay.retries import RetryPolicy
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
@@ -187,6 +192,61 @@ def monitor(
         Monitor.from_settings(list(settings.monitor.checks)).run(push, stop)
     finally:
         alert_transport.close()
+
+
+@app.command()
+def notify(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Deliver what is queued and due, then exit.")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: Annotated[
+        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
+    ] = None,
+) -> None:
+    """Deliver alerts to the notifiers of [alerts]: deduplicated, grouped, silenced, retried, never twice."""
+    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+    alerts = settings.alerts
+    queue = alerts.as_queue(settings.queue.namespace)
+    notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    alert_transport = create_transport(settings, queue=queue)
+    loop = NotifyLoop(
+        alert_transport,
+        notifiers,
+        _notify_policy(alerts),
+        name=name or default_consumer_name(),
+        batch_size=alerts.batch_size,
+        max_message_bytes=queue.max_message_bytes,
+    )
+    err.print(
+        f"notifying {', '.join(notifiers)} of alerts from {queue.transport} {alert_transport.keys.queue!r}"
+    )
+    try:
+        totals = loop.run(stop, block_s=alerts.block_timeout_s, burst=burst)
+    finally:
+        for notifier in notifiers.values():
+            notifier.close()
+        alert_transport.close()
+    err.print(
+        f"done: {totals.received} alerts read, {totals.dead_lettered} dead-lettered; {totals.queued} "
+        f"notifications queued, {totals.sent} sent, {totals.deferred} deferred, {totals.retried} retried, "
+        f"{totals.failed} failed for good",
+        markup=False,
+    )
+
+
+def _notify_policy(alerts: AlertSettings) -> NotifyPolicy:
+    routes = [
+        Route(rule.notifiers, rule.services, frozenset(Status(status) for status in rule.statuses))
+        for rule in alerts.routes
+    ]
+    retry = RetryPolicy(alerts.retry_backoff_s, alerts.retry_backoff_cap_s, alerts.max_attempts)
+    return NotifyPolicy(routes, alerts.default_notifiers, alerts.repeat_interval_s, alerts.lease_s, retry)
 
 
 def _parse_field(item: str) -> tuple[str, str]:
