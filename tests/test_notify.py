@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -35,7 +36,8 @@ class Clock:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], transport_name: str) -> Settings:
-    return make_settings(transport_name, alerts={"transport": transport_name})
+    # claim_idle_s: a dead notify consumer's alerts (and, on lists, its heartbeat) are given up on quickly
+    return make_settings(transport_name, alerts={"transport": transport_name}, consumer={"claim_idle_s": 0.2})
 
 
 @pytest.fixture
@@ -75,7 +77,9 @@ def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[
             lease_s=60.0,
             retry=RetryPolicy(base_s=10.0, cap_s=20.0, max_deliveries=max_attempts),
         )
-        return NotifyLoop(new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock)  # type: ignore[dict-item]
+        return NotifyLoop(
+            new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock, claim_idle_s=0.2
+        )  # type: ignore[dict-item]
 
     yield make
     for hook in notifiers:
@@ -289,3 +293,21 @@ def test_a_send_stuck_in_a_dead_consumer_is_made_by_another_once_its_lease_ends(
 
     assert len(server.received) == 1  # ... which the sent mark turns into nothing
     assert outbox(redis_client, alive.transport) == []
+
+
+def test_alerts_read_by_a_notify_consumer_that_died_are_taken_over_and_notified(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock
+) -> None:
+    server = serve(Reply(200))
+    dead, alive = make_loop(server, name="dead"), make_loop(server, name="alive")
+    push(dead.transport, down())
+    assert len(dead.transport.fetch("dead", 10, 0)) == 1  # read, then it died before anything else
+
+    deadline = time.monotonic() + 10
+    while not server.received and time.monotonic() < deadline:  # once idle (streams) / unbeaten (lists)
+        clock.now += 1.0  # a take-over is looked for once a second of the loop's clock
+        cycle(alive)
+        time.sleep(0.05)
+
+    assert [orjson.loads(r.body)["text"] for r in server.received] == ["🔴 db is DOWN: connection refused"]
+    assert sum(alive.transport.pending().values()) == 0

@@ -222,10 +222,10 @@ def notify(
         name=name or default_consumer_name(),
         batch_size=alerts.batch_size,
         max_message_bytes=queue.max_message_bytes,
+        claim_idle_s=settings.consumer.claim_idle_s,
     )
-    err.print(
-        f"notifying {', '.join(notifiers)} of alerts from {queue.transport} {alert_transport.keys.queue!r}"
-    )
+    source = f"{queue.transport} {alert_transport.keys.queue!r}"
+    err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)
     try:
         totals = loop.run(stop, block_s=alerts.block_timeout_s, burst=burst)
     finally:

@@ -34,16 +34,25 @@ from msgrelay.alerting.notifiers.base import Notifier
 from msgrelay.alerting.policy import Route, ServiceState, Verdict, group, judge, route
 from msgrelay.alerting.silences import SilenceStore
 from msgrelay.deadletter import DeadLetter
-from msgrelay.errors import DecodeError, NotifyDeferred, NotifyPermanentError, NotifyTransientError
+from msgrelay.errors import (
+    BrokerError,
+    DecodeError,
+    NotifyDeferred,
+    NotifyPermanentError,
+    NotifyTransientError,
+)
 from msgrelay.message import Delivery
-from msgrelay.retries import RetryPolicy
+from msgrelay.retries import Backoff, RetryPolicy
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
 log = logging.getLogger(__name__)
 
 SENT_TTL_S: Final = 24 * 3600
 """How long a sent notification is remembered (longer than any lease and retry schedule)."""
+BACKOFF: Final = Backoff(base_s=0.5, cap_s=10.0)
+"""Between attempts while Redis is failing."""
 DELIVER_AT_ONCE: Final = 50
+"""Outbox items sent per round at most, before the loop looks for new alerts again."""
 
 # KEYS: outbox. ARGV: now, how many, lease end. Takes the due items and moves them to the lease end.
 _LEASE: Final = """
@@ -119,6 +128,7 @@ class NotifyLoop:
         name: str,
         batch_size: int = 100,
         max_message_bytes: int = 16 * 1024,
+        claim_idle_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -134,18 +144,34 @@ class NotifyLoop:
         self.keys = transport.keys
         self.totals = NotifyTotals()
         self._lease = transport.client.register_script(_LEASE)
+        self.claim_idle_s = claim_idle_s
         self._recovering = True
+        self._next_takeover = 0.0
 
     # --- the loop ---------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, block_s: float = 1.0, burst: bool = False) -> NotifyTotals:
-        """Intake and delivery until ``stop`` is set; ``burst``: until no alert and no due item is left."""
+        """Intake and delivery until ``stop`` is set; ``burst``: until no alert and no due item is left.
+
+        Redis failing is waited out with backoff (the next command reconnects; what this name read and did
+        not acknowledge is recovered); in burst mode it is raised."""
         self.transport.setup()
+        failures = 0
         while not stop.is_set():
-            read = self.intake(0.0 if burst else self._wait_s(block_s))
-            handled = self.deliver_due()
-            if burst and not read and not handled and not self._due_soon():
-                break
+            try:
+                read = self.intake(0.0 if burst else self._wait_s(block_s))
+                handled = self.deliver_due()
+                if burst and not read and not handled and not self._due_soon():
+                    break
+                failures = 0
+            except BrokerError as exc:
+                if burst:
+                    raise
+                failures += 1
+                delay = BACKOFF.delay(failures)
+                log.warning("Redis failed the notify loop (%s); trying again in %.1fs", exc, delay)
+                self._recovering = True
+                stop.wait(delay)
         return self.totals
 
     def _wait_s(self, block_s: float) -> float:
@@ -192,6 +218,12 @@ class NotifyLoop:
             if own:
                 return own
             self._recovering = False
+        if self.clock() >= self._next_takeover:  # then what a dead notify consumer left (once a second)
+            self._next_takeover = self.clock() + 1.0
+            self.transport.heartbeat(self.name, self.claim_idle_s)
+            abandoned = self.transport.reclaim(self.name, self.batch_size, self.claim_idle_s)
+            if abandoned:
+                return abandoned
         return self.transport.fetch(self.name, self.batch_size, block_s)
 
     def _judge(self, alerts: list[Alert]) -> tuple[list[OutboxItem], dict[str, ServiceState], dict[str, int]]:
@@ -245,15 +277,18 @@ class NotifyLoop:
     # --- delivery ---------------------------------------------------------------------------------------
 
     def deliver_due(self) -> int:
-        """Send the outbox items that are due (leased first); returns how many were handled."""
-        now = self.clock()
-        with redis_errors(self.transport.url):
-            leased = self._lease(
-                keys=[self.keys.outbox()], args=[now, DELIVER_AT_ONCE, now + self.policy.lease_s]
-            )
-        for raw in leased:
-            self._deliver(raw)
-        return len(leased)
+        """Send the outbox items that are due, each leased just before it is sent (a slow notifier must not
+        let the leases of items still waiting in our hands run out); returns how many were handled."""
+        handled = 0
+        while handled < DELIVER_AT_ONCE:
+            now = self.clock()
+            with redis_errors(self.transport.url):
+                leased = self._lease(keys=[self.keys.outbox()], args=[now, 1, now + self.policy.lease_s])
+            if not leased:
+                break
+            self._deliver(leased[0])
+            handled += 1
+        return handled
 
     def _deliver(self, raw: bytes) -> None:
         item = OutboxItem.decode(raw)
