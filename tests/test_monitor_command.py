@@ -129,3 +129,20 @@ def test_notify_prints_what_it_would_tweet_on_the_console_by_default(run_cli: Ru
     assert notified.returncode == 0, notified.stderr
     # read together: the DOWN is notified, then resolved (one notification of each kind)
     assert notified.stdout.splitlines() == ["🔴 api is DOWN: HTTP 503", "✅ api is UP again: answers again"]
+
+
+def test_stats_show_the_alerts_each_verdict_and_what_each_notifier_did(run_cli: RunCli) -> None:
+    run_cli("alert", "--service", "db", "--status", "DOWN", "refused")
+    run_cli("alert", "--service", "db", "--status", "DOWN", "refused again")  # deduplicated
+    run_cli("alert", "--service", "db", "--status", "sideways", "x")  # refused by `alert` itself
+    assert run_cli("notify", "--burst").returncode == 0
+
+    shown = run_cli("stats", "--json")
+    text = run_cli("stats")
+
+    assert shown.returncode == 0, shown.stderr
+    alerts = orjson.loads(shown.stdout)["alerts"]
+    assert (alerts["pushed"], alerts["received"], alerts["backlog"], alerts["outbox"]) == (2, 2, 0, 0)
+    assert alerts["verdicts"] == {"firing": 1, "deduplicated": 1}
+    assert alerts["notifiers"] == {"console": {"sent": 1, "deferred": 0, "retried": 0, "dead_lettered": 0}}
+    assert "notifier console" in text.stdout and "sent 1" in text.stdout

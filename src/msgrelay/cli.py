@@ -52,10 +52,11 @@ from msgrelay.errors import (
     SinkError,
     UnsafeRedisError,
 )
-from msgrelay.monitor import collect_stats
+from msgrelay.monitor import collect_alert_stats, collect_stats
 from msgrelay.producer import Producer, send_with_resends
 from msgrelay.reporting import (
     BatchReporter,
+    print_alert_stats,
     print_dead_letter,
     print_dead_letters,
     print_plain,
@@ -426,17 +427,22 @@ def stats(
     redis_url: RedisUrlOpt = None,
     transport: TransportOpt = None,
 ) -> None:
-    """Produced, backlog, processed, dead-lettered, per-consumer pending, Redis memory."""
+    """Produced, backlog, processed, dead-lettered, pending, Redis memory; alerts and each notifier."""
     settings = _settings(config, redis_url, transport)
     queue_transport = create_transport(settings)
+    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
     try:
         report = collect_stats(queue_transport)
+        alerts = collect_alert_stats(alert_transport)
     finally:
         queue_transport.close()
+        alert_transport.close()
     if as_json:
-        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        data = {**report.as_dict(), "alerts": alerts.as_dict()}
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print_stats(out, report)
+        print_alert_stats(out, alerts)
 
 
 # --------------------------------------------------------------------------------------------------- dlq

@@ -66,3 +66,56 @@ def collect_stats(transport: Transport) -> QueueStats:
         redis_used_memory_bytes=int(memory["used_memory"]),
         redis_used_memory_human=str(memory["used_memory_human"]),
     )
+
+
+NOTIFIER_COUNTERS = ("sent", "deferred", "retried", "dead_lettered")
+"""Per-notifier counters of the notify loop, ``<counter>:<notifier>`` in the alert queue's stats hash."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStats:
+    """The alert queue and the notify loop: what came in, what each verdict was, what each notifier did."""
+
+    transport: str
+    queue: str
+    pushed: int
+    backlog: int | None
+    received: int
+    dead_lettered: int
+    verdicts: dict[str, int] = field(default_factory=dict)
+    """firing, repeat, resolved, deduplicated, silenced: how many alerts got each."""
+    notifiers: dict[str, dict[str, int]] = field(default_factory=dict)
+    """notifier -> sent, deferred, retried, dead_lettered."""
+    outbox: int = 0
+    """Notifications waiting to be sent (due, leased, or scheduled for a retry)."""
+    pending_by_consumer: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_alert_stats(transport: Transport) -> AlertStats:
+    counters = transport.stats()
+    notifiers: dict[str, dict[str, int]] = {}
+    for name, value in sorted(counters.items()):
+        counter, _, notifier = name.partition(":")
+        if notifier and counter in NOTIFIER_COUNTERS:
+            notifiers.setdefault(notifier, dict.fromkeys(NOTIFIER_COUNTERS, 0))[counter] = value
+    with redis_errors(transport.url):
+        outbox = int(transport.client.zcard(transport.keys.outbox()))
+    return AlertStats(
+        transport=transport.name,
+        queue=transport.keys.queue,
+        pushed=counters.get(Stat.PRODUCED, 0),
+        backlog=transport.backlog(),
+        received=counters.get("alerts_received", 0),
+        dead_lettered=counters.get(Stat.DEAD_LETTERED, 0),
+        verdicts={k.removeprefix("alerts_"): v for k, v in sorted(counters.items()) if _is_verdict(k)},
+        notifiers=notifiers,
+        outbox=outbox,
+        pending_by_consumer=transport.pending(),
+    )
+
+
+def _is_verdict(counter: str) -> bool:
+    return counter.startswith("alerts_") and counter != "alerts_received"

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from msgrelay.consumer import BatchResult, ConsumerHook, Totals
 from msgrelay.deadletter import DeadLetterEntry
-from msgrelay.monitor import QueueStats
+from msgrelay.monitor import AlertStats, QueueStats
 from msgrelay.sinks.lines import escape as visible
 
 RAW_PREVIEW_CHARS = 80
@@ -100,6 +100,25 @@ def print_stats(console: Console, stats: QueueStats) -> None:
     for name, pending in stats.pending_by_consumer.items():
         table.add_row(escape(f"pending: {name}"), f"{pending:,}")
     table.add_row("redis used memory", stats.redis_used_memory_human)
+    console.print(table)
+
+
+def print_alert_stats(console: Console, stats: AlertStats) -> None:
+    table = Table(title=escape(f"alerts: {stats.transport} queue {stats.queue!r}"), show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("pushed", f"{stats.pushed:,}")
+    table.add_row("backlog", "n/a" if stats.backlog is None else f"{stats.backlog:,}")
+    table.add_row("received by notify", f"{stats.received:,}")
+    for verdict, count in stats.verdicts.items():
+        table.add_row(f"  {verdict}", f"{count:,}")
+    table.add_row("dead-lettered (not alerts)", f"{stats.dead_lettered:,}")
+    table.add_row("notifications waiting", f"{stats.outbox:,}")
+    for notifier, counts in stats.notifiers.items():
+        shown = ", ".join(f"{counter.replace('_', ' ')} {count:,}" for counter, count in counts.items())
+        table.add_row(escape(f"notifier {notifier}"), shown)
+    for name, pending in stats.pending_by_consumer.items():
+        table.add_row(escape(f"pending: {name}"), f"{pending:,}")
     console.print(table)
 
 
