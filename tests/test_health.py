@@ -181,7 +181,8 @@ def test_tcp_listener_up_then_closed_down_then_listening_again_up() -> None:
     settings = CheckSettings(service="db", kind="tcp", host="127.0.0.1", port=port, failures_before_down=1)
     monitor = Monitor([(TcpCheck("db", "127.0.0.1", port, timeout_s=2), settings)])
     try:
-        assert monitor.run_once(0.0) == []  # first success: UP, nothing to report
+        [first] = monitor.run_once(0.0)  # first success: UP, reported (it may resolve an old DOWN)
+        assert (first.status, first.message) == (Status.UP, "up")
         assert monitor.trackers()["db"].status is Status.UP
 
         listener.close()
@@ -286,7 +287,7 @@ def _down(detail: str = "HTTP 503 from http://api/health") -> ProbeResult:
 
 def test_exactly_one_down_alert_after_n_failures() -> None:
     tracker = ServiceTracker("api", failures_before_down=3)
-    assert tracker.observe(UP_RESULT, 0) is None
+    assert tracker.observe(UP_RESULT, 0) is not None  # the first success reports UP (see below)
     alerts = [tracker.observe(_down(f"failure {i}"), 10.0 * i, timestamp=1e9 + i) for i in range(1, 7)]
     assert alerts[:2] == [None, None]
     assert alerts[3:] == [None, None, None]  # still down: said once
@@ -333,10 +334,12 @@ def test_a_service_down_when_monitoring_starts_is_reported() -> None:
     assert (down.status, down.message) == (Status.DOWN, "connection refused to db:5432")
 
 
-def test_first_success_is_up_without_an_alert() -> None:
+def test_first_success_reports_up_once_so_an_outage_during_a_restart_is_resolved() -> None:
     tracker = ServiceTracker("db", successes_before_up=3)
-    assert tracker.observe(UP_RESULT, 0) is None
+    first = tracker.observe(UP_RESULT, 0)
+    assert first is not None and (first.status, first.message) == (Status.UP, "up")
     assert tracker.status is Status.UP
+    assert tracker.observe(UP_RESULT, 30) is None  # then only changes
 
 
 def test_durations_read_like_a_human_wrote_them() -> None:

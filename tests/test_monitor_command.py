@@ -146,3 +146,18 @@ def test_stats_show_the_alerts_each_verdict_and_what_each_notifier_did(run_cli: 
     assert alerts["verdicts"] == {"firing": 1, "deduplicated": 1}
     assert alerts["notifiers"] == {"console": {"sent": 1, "deferred": 0, "retried": 0, "dead_lettered": 0}}
     assert "notifier console" in text.stdout and "sent 1" in text.stdout
+
+
+def test_twitter_credentials_from_the_environment_are_never_shown(run_cli: RunCli) -> None:
+    secrets = {"consumer_key": "ck-SECRET-1", "consumer_secret": "cs-SECRET-2", "access_token": "at-SECRET-3",
+               "access_token_secret": "as-SECRET-4"}  # fmt: skip
+    env = {"MSGRELAY_ALERTS__NOTIFIERS": orjson.dumps([{"kind": "twitter", **secrets}]).decode()}
+    env["MSGRELAY_ALERTS__DEFAULT_NOTIFIERS"] = '["twitter"]'
+
+    shown = run_cli("config", "show", env=env, url=False)
+    notified = run_cli("notify", "--burst", env=env)
+
+    assert shown.returncode == 0 and notified.returncode == 0, shown.stderr + notified.stderr
+    assert orjson.loads(shown.stdout)["alerts"]["notifiers"][0]["consumer_key"] == "**********"
+    everything = shown.stdout + shown.stderr + notified.stdout + notified.stderr
+    assert not any(secret in everything for secret in secrets.values())

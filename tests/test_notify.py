@@ -311,3 +311,27 @@ def test_alerts_read_by_a_notify_consumer_that_died_are_taken_over_and_notified(
 
     assert [orjson.loads(r.body)["text"] for r in server.received] == ["🔴 db is DOWN: connection refused"]
     assert sum(alive.transport.pending().values()) == 0
+
+
+def test_a_dead_lettered_notification_replays_into_the_outbox_with_a_fresh_budget(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock, redis_client: redis.Redis
+) -> None:
+    failing = serve(Reply(503))
+    loop = make_loop(failing, max_attempts=1)
+    push(loop.transport, down())
+    cycle(loop)  # one failed send: dead-lettered
+    store = DeadLetterStore.from_transport(loop.transport)
+    [letter] = store.list()
+    assert outbox(redis_client, loop.transport) == []  # the emptied outbox key is gone from Redis
+
+    result = store.replay([letter.id])
+
+    assert result.replayed == 1 and store.list() == []
+    [(raw, _)] = outbox(redis_client, loop.transport)
+    assert orjson.loads(raw)["attempt"] == 0
+    assert redis_client.type(loop.transport.keys.outbox()) == b"zset"  # not a new stream in its place
+    working = serve(Reply(200))
+    fixed = make_loop(working, name="n2")
+    clock.now = time.time() + 1  # a replayed item is due at once, by Redis' clock
+    fixed.deliver_due()
+    assert [orjson.loads(r.body)["text"] for r in working.received] == ["🔴 db is DOWN: connection refused"]

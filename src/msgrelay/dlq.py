@@ -55,15 +55,16 @@ end
 return heads
 """
 
-# Replay dead letters ARGV[4..] of the store KEYS[1]: the n-th one goes back on its origin queue KEYS[2n]
+# Replay dead letters ARGV[5..] of the store KEYS[1]: the n-th one goes back on its origin queue KEYS[2n]
 # (field ARGV[2] of a new stream entry, or LPUSHed on a list: whatever the key holds now; a key that does
-# not exist is created as transport ARGV[1]), leaves the store and counts ARGV[3] in the stats hash
-# KEYS[2n + 1]. The write comes before the delete: should anything fail in between, the entry is duplicated,
-# never lost. Returns one status per entry.
+# not exist is created as transport ARGV[1]; a notification goes back into the notify outbox, a zset whose
+# keys start with ARGV[4]), leaves the store and counts ARGV[3] in the stats hash KEYS[2n + 1]. The write
+# comes before the delete: should anything fail in between, the entry is duplicated, never lost. Returns one
+# status per entry.
 _REPLAY = """
 local statuses = {}
-for n = 1, #ARGV - 3 do
-  local id, origin, stats = ARGV[n + 3], KEYS[2 * n], KEYS[2 * n + 1]
+for n = 1, #ARGV - 4 do
+  local id, origin, stats = ARGV[n + 4], KEYS[2 * n], KEYS[2 * n + 1]
   local found = redis.call('XRANGE', KEYS[1], id, id)
   local status = 'missing'
   if #found == 1 then
@@ -74,9 +75,19 @@ for n = 1, #ARGV - 3 do
       if fields[j] == 'truncated' then truncated = fields[j + 1] end
     end
     local kind = redis.call('TYPE', origin)['ok']
-    if kind == 'none' then kind = (ARGV[1] == 'lists') and 'list' or 'stream' end
+    if kind == 'none' and string.find(origin, ARGV[4], 1, true) == 1 then
+      kind = 'zset'  -- an emptied outbox of the notify loop: its items go back there, not into a new stream
+    elseif kind == 'none' then
+      kind = (ARGV[1] == 'lists') and 'list' or 'stream'
+    end
     if truncated == '1' then
       status = 'truncated'
+    elseif kind == 'zset' then
+      -- a notification whose sends all failed: back in the outbox, due now, with a fresh budget
+      local item = cjson.decode(raw)
+      item['attempt'] = 0
+      redis.call('ZADD', origin, redis.call('TIME')[1], cjson.encode(item))
+      status = 'replayed'
     elseif kind == 'stream' then
       redis.call('XADD', origin, '*', ARGV[2], raw)
       status = 'replayed'
@@ -269,7 +280,14 @@ class DeadLetterStore:
         keys: builtins.list[str] = [self.key]
         for head in heads:
             keys += [head.origin, KeySchema(self.keys.namespace, head.origin).stats()]
-        args = [self.new_queue_transport, STREAM_PAYLOAD_FIELD, Stat.DLQ_REPLAYED, *(h.id for h in heads)]
+        outboxes = KeySchema(self.keys.namespace, "").outbox()  # the prefix of every notify outbox key
+        args = [
+            self.new_queue_transport,
+            STREAM_PAYLOAD_FIELD,
+            Stat.DLQ_REPLAYED,
+            outboxes,
+            *(h.id for h in heads),
+        ]
         with redis_errors(self.url):
             statuses: builtins.list[bytes] = raw_command(
                 self.client, "EVAL", _REPLAY, len(keys), *keys, *args

@@ -432,8 +432,9 @@ class ServiceTracker:
 
     A service starts unknown. UP -> DOWN (or unknown -> DOWN: a service already down when the monitor starts
     is reported) after ``failures_before_down`` consecutive failures; DOWN -> UP after ``successes_before_up``
-    consecutive successes; unknown -> UP on the first success, without an alert (nothing changed for anyone).
-    Only those changes return an :class:`Alert`."""
+    consecutive successes; unknown -> UP on the first success, with an UP alert: a service that recovered
+    while the monitor was stopped gets its resolve notice that way, and for one that was never notified down
+    the notify loop has nothing to resolve and stays quiet. Only those changes return an :class:`Alert`."""
 
     def __init__(self, service: str, failures_before_down: int = 3, successes_before_up: int = 1) -> None:
         if failures_before_down < 1 or successes_before_up < 1:
@@ -456,7 +457,8 @@ class ServiceTracker:
             self.successes += 1
             if self.status is None:
                 self.status = Status.UP
-            elif self.status is Status.DOWN and self.successes >= self.successes_before_up:
+                return self._alert(Status.UP, "up", result, timestamp, None)
+            if self.status is Status.DOWN and self.successes >= self.successes_before_up:
                 down_for = now - (self._down_since if self._down_since is not None else now)
                 self.status, self._down_since = Status.UP, None
                 return self._alert(
