@@ -161,3 +161,36 @@ def test_twitter_credentials_from_the_environment_are_never_shown(run_cli: RunCl
     assert orjson.loads(shown.stdout)["alerts"]["notifiers"][0]["consumer_key"] == "**********"
     everything = shown.stdout + shown.stderr + notified.stdout + notified.stderr
     assert not any(secret in everything for secret in secrets.values())
+
+
+def test_a_notify_process_killed_mid_send_leaves_the_notification_to_the_next_one_exactly_once(
+    run_cli: RunCli, serve: type[Server], redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    hanging, working = serve(Reply(hang=True)), serve(Reply(200))
+    config = tmp_path / "msgrelay.toml"
+    settings = (
+        '[alerts]\ndefault_notifiers = ["ops"]\nlease_s = 1.0\n\n[[alerts.notifiers]]\nkind = "webhook"\n'
+    )
+    config.write_text(settings + f'name = "ops"\nurl = "{hanging.url()}"\ntimeout_s = 30\n')
+    assert run_cli("alert", "--service", "db", "--status", "DOWN", "refused").returncode == 0
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "msgrelay", "notify", "--redis-url", redis_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert hanging.hanging.wait(20), "the first notify never sent"
+        doomed.kill()  # SIGKILL in the middle of the send
+        doomed.communicate(timeout=20)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+
+    config.write_text(settings + f'name = "ops"\nurl = "{working.url()}"\n')
+    deadline = time.monotonic() + 20
+    while not working.received and time.monotonic() < deadline:  # the next one, once the lease has run out
+        assert run_cli("notify", "--burst").returncode == 0
+    assert run_cli("notify", "--burst").returncode == 0  # and again: nothing more to send
+
+    [sent] = working.received
+    assert sent.headers["Idempotency-Key"] == hanging.received[0].headers["Idempotency-Key"]
+    assert redis_client.zcard("msgrelay:outbox:msgrelay:alerts") == 0

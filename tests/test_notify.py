@@ -66,7 +66,12 @@ def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[
     notifiers: list[WebhookNotifier] = []
 
     def make(
-        server: Server, *, name: str = "n1", max_attempts: int = 8, notifier: object = None
+        server: Server,
+        *,
+        name: str = "n1",
+        max_attempts: int = 8,
+        notifier: object = None,
+        group_wait_s: float = 0.0,
     ) -> NotifyLoop:
         hook = notifier or WebhookNotifier(server.url(), name=HOOK, timeout_s=2.0)
         if isinstance(hook, WebhookNotifier):
@@ -78,8 +83,9 @@ def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[
             retry=RetryPolicy(base_s=10.0, cap_s=20.0, max_deliveries=max_attempts),
         )
         return NotifyLoop(
-            new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock, claim_idle_s=0.2
-        )  # type: ignore[dict-item]
+            new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock, claim_idle_s=0.2,
+            group_wait_s=group_wait_s,
+        )  # type: ignore[dict-item]  # fmt: skip
 
     yield make
     for hook in notifiers:
@@ -335,3 +341,23 @@ def test_a_dead_lettered_notification_replays_into_the_outbox_with_a_fresh_budge
     clock.now = time.time() + 1  # a replayed item is due at once, by Redis' clock
     fixed.deliver_due()
     assert [orjson.loads(r.body)["text"] for r in working.received] == ["🔴 db is DOWN: connection refused"]
+
+
+def test_alerts_arriving_within_the_group_wait_become_one_notification(
+    serve: type[Server], make_loop: MakeLoop, new_transport: Callable[[], Transport]
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server, group_wait_s=1.5)
+    producer = new_transport()
+    push(producer, down("db"))
+    reading = threading.Thread(target=loop.intake, args=(1.0,))
+    reading.start()
+    deadline = time.monotonic() + 10
+    while not loop.transport.pending() and time.monotonic() < deadline:  # until it holds the first alert
+        time.sleep(0.01)
+    push(producer, down("api"))  # a second later in real life: the same outage
+    reading.join()
+    loop.deliver_due()
+
+    [body] = posted(server)
+    assert body["text"] == "🔴 2 services DOWN: db (connection refused); api (connection refused)"

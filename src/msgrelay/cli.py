@@ -224,6 +224,7 @@ def notify(
         batch_size=alerts.batch_size,
         max_message_bytes=queue.max_message_bytes,
         claim_idle_s=settings.consumer.claim_idle_s,
+        group_wait_s=0.0 if burst else alerts.group_wait_s,
     )
     source = f"{queue.transport} {alert_transport.keys.queue!r}"
     err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)

@@ -171,6 +171,9 @@ class AlertSettings(_Section):
     )
     max_message_bytes: int = Field(16 * 1024, gt=0, description="larger alerts are dead-lettered")
     batch_size: int = Field(100, gt=0, description="alerts read together (and grouped) at most")
+    group_wait_s: float = Field(
+        2.0, ge=0, description="alerts arriving this soon after the first are grouped into one notification"
+    )
     block_timeout_s: float = Field(1.0, gt=0, description="how long one read waits for new alerts")
     repeat_interval_s: float = Field(
         4 * 3600.0, gt=0, description="a service still down is notified again after this"

@@ -129,6 +129,7 @@ class NotifyLoop:
         batch_size: int = 100,
         max_message_bytes: int = 16 * 1024,
         claim_idle_s: float = 30.0,
+        group_wait_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -145,6 +146,7 @@ class NotifyLoop:
         self.totals = NotifyTotals()
         self._lease = transport.client.register_script(_LEASE)
         self.claim_idle_s = claim_idle_s
+        self.group_wait_s = group_wait_s
         self._recovering = True
         self._next_takeover = 0.0
 
@@ -224,7 +226,18 @@ class NotifyLoop:
             abandoned = self.transport.reclaim(self.name, self.batch_size, self.claim_idle_s)
             if abandoned:
                 return abandoned
-        return self.transport.fetch(self.name, self.batch_size, block_s)
+        return self._gathered(self.transport.fetch(self.name, self.batch_size, block_s))
+
+    def _gathered(self, batch: list[Delivery]) -> list[Delivery]:
+        """Alerts that arrive within ``group_wait_s`` of the first become one batch, hence one notification
+        per kind (a network outage takes many services down within a second or two)."""
+        deadline = time.monotonic() + self.group_wait_s
+        while batch and len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            batch += self.transport.fetch(self.name, self.batch_size - len(batch), remaining)
+        return batch
 
     def _judge(self, alerts: list[Alert]) -> tuple[list[OutboxItem], dict[str, ServiceState], dict[str, int]]:
         now = self.clock()
