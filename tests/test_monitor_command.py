@@ -194,3 +194,50 @@ def test_a_notify_process_killed_mid_send_leaves_the_notification_to_the_next_on
     [sent] = working.received
     assert sent.headers["Idempotency-Key"] == hanging.received[0].headers["Idempotency-Key"]
     assert redis_client.zcard("msgrelay:outbox:msgrelay:alerts") == 0
+
+
+def test_routes_send_each_service_to_its_notifiers_and_the_rest_to_the_default(
+    run_cli: RunCli, serve: type[Server], tmp_path: Path
+) -> None:
+    ops, pager = serve(Reply(200)), serve(Reply(200))
+    (tmp_path / "msgrelay.toml").write_text(
+        '[alerts]\ndefault_notifiers = ["ops"]\n\n'
+        f'[[alerts.notifiers]]\nkind = "webhook"\nname = "ops"\nurl = "{ops.url()}"\n\n'
+        f'[[alerts.notifiers]]\nkind = "webhook"\nname = "pager"\nurl = "{pager.url()}"\n\n'
+        '[[alerts.routes]]\nservices = ["pay*"]\nstatuses = ["DOWN"]\nnotifiers = ["pager"]\n'
+    )
+    run_cli("alert", "--service", "payments", "--status", "DOWN", "card processor down")
+    assert run_cli("notify", "--burst").returncode == 0
+    run_cli("alert", "--service", "db", "--status", "DOWN", "refused")
+    run_cli("alert", "--service", "payments", "--status", "UP", "back")
+    assert run_cli("notify", "--burst").returncode == 0
+
+    texts = {name: [orjson.loads(r.body)["text"] for r in server.received] for name, server in
+             (("ops", ops), ("pager", pager))}  # fmt: skip
+    assert texts["pager"] == ["🔴 payments is DOWN: card processor down"]
+    assert texts["ops"] == ["🔴 db is DOWN: refused", "✅ payments is UP again: back"]
+
+
+def test_a_hanging_notifier_never_holds_up_log_messages(
+    run_cli: RunCli, serve: type[Server], redis_url: str, tmp_path: Path
+) -> None:
+    hanging = serve(Reply(hang=True))
+    (tmp_path / "msgrelay.toml").write_text(
+        '[alerts]\ndefault_notifiers = ["ops"]\n\n'
+        f'[[alerts.notifiers]]\nkind = "webhook"\nname = "ops"\nurl = "{hanging.url()}"\ntimeout_s = 60\n'
+    )
+    run_cli("alert", "--service", "db", "--status", "DOWN", "refused")
+    notify = subprocess.Popen(
+        [sys.executable, "-m", "msgrelay", "notify", "--redis-url", redis_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert hanging.hanging.wait(20)  # the notifier is stuck in its send ...
+        produced = run_cli("produce", "-n", "2000", "--rate", "1e9", "-q")
+        consumed = run_cli("consume", "--burst", "-q", "--log-dir", "logs")  # ... and logs flow regardless
+    finally:
+        notify.kill()
+        notify.communicate()
+
+    assert produced.returncode == 0 and consumed.returncode == 0, consumed.stderr
+    assert "2000 written" in consumed.stdout

@@ -281,8 +281,8 @@ class NotifyLoop:
             pipe = self.transport.client.pipeline(transaction=True)
             if states:
                 pipe.hset(self.keys.alert_states(), mapping={s: _encode_state(v) for s, v in states.items()})
-            for item in items:
-                pipe.zadd(self.keys.outbox(), {item.encode(): now}, nx=True)
+            for order, item in enumerate(items):  # due now, in the order made (firing before resolved)
+                pipe.zadd(self.keys.outbox(), {item.encode(): now + order * 1e-6}, nx=True)
             for field, amount in counts.items():
                 pipe.hincrby(self.keys.stats(), field, amount)
             pipe.execute()
