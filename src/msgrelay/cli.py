@@ -24,14 +24,9 @@ from rich.console import Console
 
 from msgrelay import __version__
 from msgrelay.alerting.codec import decode_alert, encode_alert
-from msgrelay.alerting.health import Monitor
-from msgrelay.alerting.model import Alert, Status
-from msgrelay.alerting.notifiers import build_notifier
-from msgrelay.alerting.notifiers.settings import notifier_name
-from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy
-from msgrelay.alerting.policy import Route
+from msgrelay.alerting.model import Alert
 from msgrelay.alerting.silences import SilenceStore, parse_duration
-from msgrelay.config import AlertSettings, ConsumerSettings, Settings, load_settings, masked_dump
+from msgrelay.config import ConsumerSettings, Settings, load_settings, masked_dump
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import (
     ALL,
@@ -63,7 +58,6 @@ from msgrelay.reporting import (
     print_stats,
     print_totals,
 )
-from msgrelay.retries import RetryPolicy
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
@@ -138,6 +132,20 @@ def send(
     out.print(msg_id, markup=False)
 
 
+AlertTransportOpt = Annotated[
+    str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
+]
+
+
+def _alert_settings(config: Path | None, redis_url: str | None, transport: str | None = None) -> Settings:
+    return load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+
+
+def _alert_transport(settings: Settings) -> Transport:
+    """The alert queue's transport (alerts never share the log messages' queue)."""
+    return create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+
+
 @app.command()
 def alert(
     message: Annotated[str, typer.Argument(help="What happened, e.g. 'connection refused'.")],
@@ -145,17 +153,14 @@ def alert(
     status: Annotated[str, typer.Option("--status", help="DOWN or UP.")] = "DOWN",
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
-    transport: Annotated[
-        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
-    ] = None,
+    transport: AlertTransportOpt = None,
 ) -> None:
     """Push one alert by hand onto the alert queue; prints it as pushed."""
-    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
-    queue = settings.alerts.as_queue(settings.queue.namespace)
+    settings = _alert_settings(config, redis_url, transport)
     record = {"service": service, "status": status, "message": message, "timestamp": time.time()}
     # The same check notify applies: what it would dead-letter is refused here, with the same reason.
-    payload = encode_alert(decode_alert(orjson.dumps(record), max_bytes=queue.max_message_bytes))
-    alert_transport = create_transport(settings, queue=queue)
+    payload = encode_alert(decode_alert(orjson.dumps(record), max_bytes=settings.alerts.max_message_bytes))
+    alert_transport = _alert_transport(settings)
     try:
         alert_transport.send([payload])
     finally:
@@ -167,18 +172,18 @@ def alert(
 def monitor(
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
-    transport: Annotated[
-        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
-    ] = None,
+    transport: AlertTransportOpt = None,
 ) -> None:
     """Check the services of [[monitor.checks]]; push an alert when one goes DOWN or comes back UP."""
-    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+    from msgrelay.alerting.health import Monitor  # noqa: PLC0415 - httpx: only for the commands that use it
+
+    settings = _alert_settings(config, redis_url, transport)
     if not settings.monitor.checks:
         raise ConfigError("no services to check: add [[monitor.checks]] tables to the config (see README)")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+    alert_transport = _alert_transport(settings)
 
     def push(alert: Alert) -> None:
         payload = encode_alert(alert)
@@ -203,30 +208,32 @@ def notify(
     name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
-    transport: Annotated[
-        str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
-    ] = None,
+    transport: AlertTransportOpt = None,
 ) -> None:
     """Deliver alerts to the notifiers of [alerts]: deduplicated, grouped, silenced, retried, never twice."""
-    settings = load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
+    # httpx and tweepy (the notifiers) only for the command that uses them
+    from msgrelay.alerting.notifiers import build_notifier  # noqa: PLC0415
+    from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy  # noqa: PLC0415
+    from msgrelay.alerting.settings import notifier_name  # noqa: PLC0415
+
+    settings = _alert_settings(config, redis_url, transport)
     alerts = settings.alerts
-    queue = alerts.as_queue(settings.queue.namespace)
     notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    alert_transport = create_transport(settings, queue=queue)
+    alert_transport = _alert_transport(settings)
     loop = NotifyLoop(
         alert_transport,
         notifiers,
-        _notify_policy(alerts),
+        NotifyPolicy.from_settings(alerts),
         name=name or default_consumer_name(),
         batch_size=alerts.batch_size,
-        max_message_bytes=queue.max_message_bytes,
+        max_message_bytes=alerts.max_message_bytes,
         claim_idle_s=settings.consumer.claim_idle_s,
         group_wait_s=0.0 if burst else alerts.group_wait_s,
     )
-    source = f"{queue.transport} {alert_transport.keys.queue!r}"
+    source = f"{alert_transport.name} {alert_transport.keys.queue!r}"
     err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)
     try:
         totals = loop.run(stop, block_s=alerts.block_timeout_s, burst=burst)
@@ -240,15 +247,6 @@ def notify(
         f"{totals.failed} failed for good",
         markup=False,
     )
-
-
-def _notify_policy(alerts: AlertSettings) -> NotifyPolicy:
-    routes = [
-        Route(rule.notifiers, rule.services, frozenset(Status(status) for status in rule.statuses))
-        for rule in alerts.routes
-    ]
-    retry = RetryPolicy(alerts.retry_backoff_s, alerts.retry_backoff_cap_s, alerts.max_attempts)
-    return NotifyPolicy(routes, alerts.default_notifiers, alerts.repeat_interval_s, alerts.lease_s, retry)
 
 
 def _parse_field(item: str) -> tuple[str, str]:
@@ -431,7 +429,7 @@ def stats(
     """Produced, backlog, processed, dead-lettered, pending, Redis memory; alerts and each notifier."""
     settings = _settings(config, redis_url, transport)
     queue_transport = create_transport(settings)
-    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+    alert_transport = _alert_transport(settings)
     try:
         report = collect_stats(queue_transport)
         alerts = collect_alert_stats(alert_transport)
@@ -456,8 +454,8 @@ app.add_typer(silence_app, name="silence")
 
 @contextmanager
 def _silence_store(config: Path | None, redis_url: str | None) -> Iterator[SilenceStore]:
-    settings = load_settings(config, {"redis": {"url": redis_url}})
-    alert_transport = create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+    settings = _alert_settings(config, redis_url)
+    alert_transport = _alert_transport(settings)
     try:
         yield SilenceStore.from_transport(alert_transport)
     finally:

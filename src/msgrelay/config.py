@@ -35,8 +35,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from msgrelay.alerting.health import CheckSettings
-from msgrelay.alerting.notifiers.settings import ConsoleSettings, NotifierSettings, notifier_name
+from msgrelay.alerting.settings import CheckSettings, ConsoleSettings, NotifierSettings, notifier_name
 from msgrelay.errors import ConfigError
 from msgrelay.urls import mask_url
 

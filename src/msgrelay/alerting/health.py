@@ -25,16 +25,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Self
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import redis
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msgrelay.alerting.model import Alert, Status
+from msgrelay.alerting.settings import CheckSettings
 from msgrelay.errors import ConfigError
 from msgrelay.urls import mask_url
 
@@ -326,61 +326,6 @@ class CommandCheck:
                 if pipe is not None:
                     pipe.close()
             process.wait()
-
-
-# --- settings --------------------------------------------------------------------------------------------
-
-CheckKind = Literal["http", "tcp", "redis", "command"]
-
-_FIELDS_OF_KIND: dict[str, frozenset[str]] = {
-    "http": frozenset({"url", "expect_status", "body_contains", "method"}),
-    "tcp": frozenset({"host", "port"}),
-    "redis": frozenset({"url"}),
-    "command": frozenset({"command"}),
-}
-_REQUIRED_OF_KIND: dict[str, tuple[str, ...]] = {
-    "http": ("url",),
-    "tcp": ("host", "port"),
-    "redis": ("url",),
-    "command": ("command",),
-}
-
-
-class CheckSettings(BaseModel):
-    """One monitored service, as written in the config (``[[monitor.checks]]``).
-
-    ``expect_status`` unset means any 2xx or 3xx. A field of another kind of check is an error, so a typo
-    like ``host`` on an HTTP check is not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    service: str = Field(min_length=1)
-    kind: CheckKind
-    url: str | None = Field(None, description="http(s):// for http, redis:// rediss:// unix:// for redis")
-    expect_status: frozenset[int] | None = None
-    body_contains: str | None = None
-    method: str = "GET"
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    command: str | list[str] | None = Field(None, description="a string runs through /bin/sh -c")
-    timeout_s: float = Field(5.0, gt=0)
-    interval_s: float = Field(30.0, gt=0)
-    failures_before_down: int = Field(3, ge=1)
-    successes_before_up: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _fields_match_kind(self) -> Self:
-        own = _FIELDS_OF_KIND[self.kind]
-        foreign = sorted(name for name in self.model_fields_set if name in _ALL_KIND_FIELDS - own)
-        if foreign:
-            raise ValueError(f"{', '.join(foreign)} is not a setting of a {self.kind} check")
-        missing = [name for name in _REQUIRED_OF_KIND[self.kind] if getattr(self, name) in (None, "", [])]
-        if missing:
-            raise ValueError(f"a {self.kind} check needs {' and '.join(missing)}")
-        return self
-
-
-_ALL_KIND_FIELDS = frozenset().union(*_FIELDS_OF_KIND.values())
 
 
 def build_check(settings: CheckSettings) -> Check:

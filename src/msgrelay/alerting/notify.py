@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -44,6 +44,9 @@ from msgrelay.errors import (
 from msgrelay.message import Delivery
 from msgrelay.retries import Backoff, RetryPolicy
 from msgrelay.transport.base import Transport, raw_command, redis_errors
+
+if TYPE_CHECKING:
+    from msgrelay.config import AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,15 @@ class NotifyPolicy:
     repeat_interval_s: float = 4 * 3600.0
     lease_s: float = 60.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=300.0, max_deliveries=8))
+
+    @classmethod
+    def from_settings(cls, alerts: AlertSettings) -> NotifyPolicy:
+        routes = [
+            Route(rule.notifiers, rule.services, frozenset(Status(status) for status in rule.statuses))
+            for rule in alerts.routes
+        ]
+        retry = RetryPolicy(alerts.retry_backoff_s, alerts.retry_backoff_cap_s, alerts.max_attempts)
+        return cls(routes, alerts.default_notifiers, alerts.repeat_interval_s, alerts.lease_s, retry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,17 @@ from msgrelay.alerting.notifiers.base import (
     retry_after_s,
 )
 from msgrelay.alerting.notifiers.local import AlertLogNotifier, ConsoleNotifier
-from msgrelay.alerting.notifiers.settings import (
+from msgrelay.alerting.notifiers.settings import build_notifier
+from msgrelay.alerting.notifiers.twitter import TwitterNotifier
+from msgrelay.alerting.notifiers.webhook import WebhookNotifier
+from msgrelay.alerting.settings import (
     AlertLogSettings,
     ConsoleSettings,
     NotifierSettings,
     TwitterSettings,
     WebhookSettings,
-    build_notifier,
     parse_notifier_settings,
 )
-from msgrelay.alerting.notifiers.twitter import TwitterNotifier
-from msgrelay.alerting.notifiers.webhook import WebhookNotifier
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",

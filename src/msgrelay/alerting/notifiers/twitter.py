@@ -16,11 +16,10 @@ import tweepy
 
 from msgrelay.alerting.model import Notification
 from msgrelay.alerting.notifiers.base import DEFAULT_RETRY_AFTER_S, clamp_delay
+from msgrelay.alerting.settings import TWITTER_API
 from msgrelay.errors import NotifyDeferred, NotifyPermanentError, NotifyTransientError
 from msgrelay.sinks.lines import escape
 
-TWITTER_API: Final = "https://api.twitter.com"
-"""The host tweepy's v2 client hard-codes in ``BaseClient.request``."""
 _DUPLICATE: Final = "duplicate content"
 
 

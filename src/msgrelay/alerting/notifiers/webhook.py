@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 
 from msgrelay.alerting.model import Notification
 from msgrelay.alerting.notifiers.base import alert_record, redact_url, retry_after_s
+from msgrelay.alerting.settings import WebhookStyle
 from msgrelay.errors import ConfigError, NotifyDeferred, NotifyPermanentError, NotifyTransientError
 from msgrelay.sinks.lines import _safe_json, escape
 
-WebhookStyle = Literal["json", "slack", "discord"]
 STYLES: Final[frozenset[str]] = frozenset({"json", "slack", "discord"})
 DISCORD_MAX_CONTENT: Final = 2000
 """Discord refuses (400) a message whose ``content`` is longer."""
