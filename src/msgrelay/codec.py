@@ -91,7 +91,8 @@ def fallback_id(raw: bytes, source_id: str) -> str:
     return "h-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
-def _decode_object(raw: bytes, source_id: str) -> Message:
+def load_json_object(raw: bytes) -> dict[str, JSONValue]:
+    """The JSON object in ``raw``, or :class:`DecodeError` ``invalid_utf8`` / ``malformed_json``."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -101,7 +102,11 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         raise DecodeError("malformed_json", "nesting too deep", raw) from None
     if type(obj) is not dict:
         raise DecodeError("malformed_json", "not a JSON object", raw)
-    fields: dict[str, JSONValue] = obj
+    return obj
+
+
+def _decode_object(raw: bytes, source_id: str) -> Message:
+    fields = load_json_object(raw)
     # The first alias present wins. The first of each list is our own wire format's key, so our own
     # messages take the first branch of each lookup.
     pop = fields.pop
@@ -124,7 +129,7 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         msg_type = _decode_type(type_word, fields, raw)
     if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
         msg_id = _decode_id(msg_id, raw, source_id)
-    return new_message(msg_id, msg_type, text, ts if type(ts) is float else _decode_ts(ts, raw), fields)
+    return new_message(msg_id, msg_type, text, ts if type(ts) is float else decode_timestamp(ts, raw), fields)
 
 
 def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
@@ -205,7 +210,8 @@ def _decode_id(value: JSONValue, raw: bytes, source_id: str) -> str:
     return value
 
 
-def _decode_ts(value: JSONValue, raw: bytes) -> float:
+def decode_timestamp(value: JSONValue, raw: bytes) -> float:
+    """Epoch seconds from a number or ISO 8601 (absent: now), or :class:`DecodeError` ``invalid_field``."""
     if value is None:
         return time.time()
     if isinstance(value, int | float) and not isinstance(value, bool):

@@ -23,13 +23,12 @@ in this order (the dead-letter reason):
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Final
 
 import orjson
 
 from msgrelay.alerting.model import Alert, JSONValue, Status
+from msgrelay.codec import decode_timestamp, load_json_object
 from msgrelay.errors import DecodeError
 
 MAX_SERVICE_LENGTH: Final = 200
@@ -52,14 +51,7 @@ def decode_alert(raw: bytes, *, max_bytes: int) -> Alert:
     """Parse one raw entry, or raise :class:`DecodeError` with one of the reasons above."""
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "malformed_json"
-        raise DecodeError(reason, str(exc), raw) from None
-    if not isinstance(obj, dict):
-        raise DecodeError("malformed_json", "an alert is a JSON object", raw)
-    fields: dict[str, JSONValue] = obj
+    fields = load_json_object(raw)
     service, status, message = (
         fields.pop("service", None),
         fields.pop("status", None),
@@ -73,7 +65,7 @@ def decode_alert(raw: bytes, *, max_bytes: int) -> Alert:
         service=service.strip(),
         status=_status(status, raw),
         message=_message(message, raw),
-        timestamp=_timestamp(fields.pop("timestamp", None), raw),
+        timestamp=decode_timestamp(fields.pop("timestamp", None), raw),
         fields=fields,
     )
 
@@ -91,17 +83,3 @@ def _message(value: JSONValue, raw: bytes) -> str:
     if not isinstance(value, str):
         raise DecodeError("missing_message", "no 'message' text: an alert must say what happened", raw)
     return value
-
-
-def _timestamp(value: JSONValue, raw: bytes) -> float:
-    if value is None:
-        return time.time()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-        except ValueError:
-            pass
-    raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)
