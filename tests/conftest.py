@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from http_servers import Reply, Server
+from local_servers import Reply, Server
 from msgrelay.config import Settings, load_settings
 from msgrelay.redis_server import RedisServer
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -24,6 +23,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from local_servers import listen_tcp
 from msgrelay.alerting.health import (
     CheckSettings,
     CommandCheck,
@@ -108,14 +108,6 @@ def https_base(tmp_path: Path) -> Iterator[str]:
     thread.join(5)
 
 
-def _listen(port: int = 0) -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(16)
-    return listener
-
-
 # --- HTTP ------------------------------------------------------------------------------------------------
 
 
@@ -176,7 +168,7 @@ def test_https_self_signed_certificate_is_a_clear_failure(https_base: str) -> No
 
 
 def test_tcp_listener_up_then_closed_down_then_listening_again_up() -> None:
-    listener = _listen()
+    listener = listen_tcp()
     port = listener.getsockname()[1]
     settings = CheckSettings(service="db", kind="tcp", host="127.0.0.1", port=port, failures_before_down=1)
     monitor = Monitor([(TcpCheck("db", "127.0.0.1", port, timeout_s=2), settings)])
@@ -190,7 +182,7 @@ def test_tcp_listener_up_then_closed_down_then_listening_again_up() -> None:
         assert (down.service, down.status) == ("db", Status.DOWN)
         assert down.message == f"connection refused to 127.0.0.1:{port}"
 
-        listener = _listen(port)
+        listener = listen_tcp(port)
         [up] = monitor.run_once(60.0)
         assert (up.service, up.status) == ("db", Status.UP)
         assert up.message == "recovered after 30s"

@@ -14,24 +14,16 @@ import orjson
 import pytest
 import redis
 
-from http_servers import Reply, Server
+from local_servers import Reply, Server, listen_tcp
 from msgrelay.alerting.codec import decode_alert
 from msgrelay.alerting.model import Alert, Status
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def listener(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(16)
-    return sock
-
-
 @pytest.fixture
 def monitor_config(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
-    service = listener()
+    service = listen_tcp()
     port = service.getsockname()[1]
     config = tmp_path / "msgrelay.toml"
     config.write_text(
@@ -66,7 +58,7 @@ def test_monitor_pushes_down_once_when_a_service_goes_away_and_up_when_it_is_bac
     try:
         service.close()  # the service goes away: DOWN after two failed checks
         [down] = alerts_in(redis_client, 1)
-        again = listener(port)  # it comes back on the same port: UP
+        again = listen_tcp(port)  # it comes back on the same port: UP
         try:
             _, up = alerts_in(redis_client, 2)
         finally:

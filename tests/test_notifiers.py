@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from http_servers import Reply, Server
+from local_servers import Reply, Server
 from msgrelay.alerting.model import Alert, Notification, NotificationKind, Status
 from msgrelay.alerting.notifiers import (
     AlertLogNotifier,

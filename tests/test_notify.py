@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from http_servers import Reply, Server
+from local_servers import Reply, Server
 from msgrelay.alerting.codec import encode_alert
 from msgrelay.alerting.model import Alert, Notification, Status
 from msgrelay.alerting.notifiers import WebhookNotifier
