@@ -6,12 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit chaos bench bench-smoke bench-venvs clean
+.PHONY: demo test lint typecheck unit system-deps chaos bench bench-smoke bench-venvs clean
 
 demo: $(STAMP)
 	$(BIN)/msgrelay demo
 
-test: lint typecheck unit
+test: lint typecheck system-deps unit
+
+# The real tools some tests drive (logrotate ...), from Debian's packages: .ci/debian-packages.txt.
+system-deps:
+	@.ci/system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

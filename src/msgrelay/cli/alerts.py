@@ -1,0 +1,204 @@
+"""The alert commands: ``alert``, ``monitor``, ``notify`` and ``silence add/list/expire``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from msgrelay.alerting.codec import decode_alert, encode_alert
+from msgrelay.alerting.model import Alert
+from msgrelay.alerting.silences import SilenceStore, parse_duration
+from msgrelay.cli.common import (
+    AlertTransportOpt,
+    ConfigOpt,
+    RedisUrlOpt,
+    alert_settings,
+    err,
+    open_alert_queue,
+    out,
+    utc,
+)
+from msgrelay.cli.exit_codes import ExitCode
+from msgrelay.consumer import default_consumer_name
+from msgrelay.errors import ConfigError
+
+silence_app = typer.Typer(
+    help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(alert)
+    app.command()(monitor)
+    app.command()(notify)
+
+
+def alert(
+    message: Annotated[str, typer.Argument(help="What happened, e.g. 'connection refused'.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="The service the alert is about.")],
+    status: Annotated[str, typer.Option("--status", help="DOWN or UP.")] = "DOWN",
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: AlertTransportOpt = None,
+) -> None:
+    """Push one alert by hand onto the alert queue; prints it as pushed."""
+    settings = alert_settings(config, redis_url, transport)
+    record = {"service": service, "status": status, "message": message, "timestamp": time.time()}
+    # The same check notify applies: what it would dead-letter is refused here, with the same reason.
+    payload = encode_alert(decode_alert(orjson.dumps(record), max_bytes=settings.alerts.max_message_bytes))
+    alert_transport = open_alert_queue(settings)
+    try:
+        alert_transport.send([payload])
+    finally:
+        alert_transport.close()
+    out.print(payload.decode(), markup=False)
+
+
+def monitor(
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: AlertTransportOpt = None,
+) -> None:
+    """Check the services of [[monitor.checks]]; push an alert when one goes DOWN or comes back UP."""
+    from msgrelay.alerting.health import Monitor  # noqa: PLC0415 - httpx: only for the commands that use it
+
+    settings = alert_settings(config, redis_url, transport)
+    if not settings.monitor.checks:
+        raise ConfigError("no services to check: add [[monitor.checks]] tables to the config (see README)")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    alert_transport = open_alert_queue(settings)
+
+    def push(alert: Alert) -> None:
+        payload = encode_alert(alert)
+        alert_transport.send([payload])  # a failure is raised: the monitor keeps the alert and retries
+        out.print(payload.decode(), markup=False)
+
+    services = ", ".join(check.service for check in settings.monitor.checks)
+    out.print(
+        f"monitoring {services} into {alert_transport.name} {alert_transport.keys.queue!r}", markup=False
+    )
+    try:
+        Monitor.from_settings(list(settings.monitor.checks)).run(push, stop)
+    finally:
+        alert_transport.close()
+
+
+def notify(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Deliver what is queued and due, then exit.")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: AlertTransportOpt = None,
+) -> None:
+    """Deliver alerts to the notifiers of [alerts]: deduplicated, grouped, silenced, retried, never twice."""
+    # httpx and tweepy (the notifiers) only for the command that uses them
+    from msgrelay.alerting.notifiers import build_notifier  # noqa: PLC0415
+    from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy  # noqa: PLC0415
+    from msgrelay.alerting.settings import notifier_name  # noqa: PLC0415
+
+    settings = alert_settings(config, redis_url, transport)
+    alerts = settings.alerts
+    notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    alert_transport = open_alert_queue(settings)
+    loop = NotifyLoop(
+        alert_transport,
+        notifiers,
+        NotifyPolicy.from_settings(alerts),
+        name=name or default_consumer_name(),
+        batch_size=alerts.batch_size,
+        max_message_bytes=alerts.max_message_bytes,
+        claim_idle_s=settings.consumer.claim_idle_s,
+        group_wait_s=0.0 if burst else alerts.group_wait_s,
+    )
+    source = f"{alert_transport.name} {alert_transport.keys.queue!r}"
+    err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)
+    try:
+        totals = loop.run(stop, block_s=alerts.block_timeout_s, burst=burst)
+    finally:
+        for notifier in notifiers.values():
+            notifier.close()
+        alert_transport.close()
+    err.print(
+        f"done: {totals.received} alerts read, {totals.dead_lettered} dead-lettered; {totals.queued} "
+        f"notifications queued, {totals.sent} sent, {totals.deferred} deferred, {totals.retried} retried, "
+        f"{totals.failed} failed for good",
+        markup=False,
+    )
+
+
+@contextmanager
+def _silence_store(config: Path | None, redis_url: str | None) -> Iterator[SilenceStore]:
+    settings = alert_settings(config, redis_url)
+    alert_transport = open_alert_queue(settings)
+    try:
+        yield SilenceStore.from_transport(alert_transport)
+    finally:
+        alert_transport.close()
+
+
+@silence_app.command("add")
+def silence_add(
+    service: Annotated[str, typer.Option("--service", "-s", help="A service name or a glob ('payments-*').")],
+    duration: Annotated[str, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d, 1h30m.")],
+    comment: Annotated[str, typer.Option("--comment", help="Why (shown by list).")] = "",
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Silence a service's alerts for a while; prints the silence's id."""
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--for") from None
+    if not service.strip():
+        raise typer.BadParameter("name a service, or a glob such as 'payments-*'", param_hint="--service")
+    with _silence_store(config, redis_url) as store:
+        silence = store.add(service, time.time() + seconds, comment)
+    out.print(f"{silence.id}  {silence.service}  until {utc(silence.until)}", markup=False)
+
+
+@silence_app.command("list")
+def silence_list(
+    everything: Annotated[bool, typer.Option("--all", help="Expired silences too (kept a week).")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Active silences (with --all, the recently expired ones too): id, service, end, comment."""
+    now = time.time()
+    with _silence_store(config, redis_url) as store:
+        silences = store.all(now) if everything else store.active(now)
+    for silence in silences:
+        state = "until" if silence.until > now else "expired"
+        line = f"{silence.id}  {silence.service}  {state} {utc(silence.until)}  {silence.comment}"
+        out.print(line.rstrip(), markup=False)
+    if not silences:
+        err.print("no silences", markup=False)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(metavar="ID", help="The id that `silence add` printed.")],
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """End a silence now."""
+    with _silence_store(config, redis_url) as store:
+        found = store.expire(silence_id, time.time())
+    if not found:
+        err.print(f"error: no silence {silence_id!r} (see `msgrelay silence list --all`)", markup=False)
+        raise typer.Exit(ExitCode.FAILURE)
+    out.print(f"expired {silence_id}", markup=False)

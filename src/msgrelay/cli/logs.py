@@ -1,0 +1,220 @@
+"""The log-message commands: ``send``, ``produce`` and ``consume``."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from msgrelay.cli.common import ConfigOpt, RedisUrlOpt, TransportOpt, cli_settings, err, out
+from msgrelay.config import ConsumerSettings, Settings
+from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
+from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
+from msgrelay.errors import ConfigError, UnsafeRedisError
+from msgrelay.producer import Producer, send_with_resends
+from msgrelay.reporting import BatchReporter, print_totals
+from msgrelay.safety import unsafe_settings
+from msgrelay.sinks.files import LogFileSink
+from msgrelay.sinks.journal import WriteJournal
+from msgrelay.transport.base import Transport
+from msgrelay.transport.connection import create_transport
+
+SEND_RESEND_FOR_S = 5.0
+"""How long ``msgrelay send`` resends a message whose outcome is unknown (same id) before giving up."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(send)
+    app.command()(produce)
+    app.command()(consume)
+
+
+def send(
+    text: Annotated[str, typer.Argument(help="The message text.")],
+    msg_type: Annotated[
+        str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
+    ] = "INFO",
+    field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Extra field key=value.")] = None,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Send one message and print its id."""
+    settings = cli_settings(config, redis_url, transport)
+    fields = dict(_parse_field(item) for item in field or [])
+    with Producer.from_settings(settings) as producer:
+        [message] = producer.build_many([(msg_type, text, fields)])
+        [msg_id] = send_with_resends(producer, [message], within_s=SEND_RESEND_FOR_S)
+    out.print(msg_id, markup=False)
+
+
+def _parse_field(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--field")
+    return key, value
+
+
+def produce(
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")
+    ] = None,
+    delay: Annotated[float | None, typer.Option("--delay", help="Seconds between messages.")] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible messages.")] = None,
+    id_log: Annotated[
+        Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Generate realistic random system messages (INFO/WARNING/ERROR/DEBUG) and send them."""
+    from msgrelay.generate import run_generator  # noqa: PLC0415 - keeps `msgrelay --help` fast
+
+    producer_flags = {"max_messages": count, "delay_between_messages_s": delay, "rate_per_s": rate}
+    settings = cli_settings(config, redis_url, transport, producer=producer_flags)
+    with Producer.from_settings(settings) as producer:
+        sent = run_generator(producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet)
+    out.print(
+        f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}",
+        markup=False,
+    )
+
+
+YOUNG_GC_THRESHOLD = 20_000
+"""Container allocations between young-generation collections in ``consume`` (Python's default: 700)."""
+
+
+def _collect_garbage_per_batch() -> None:
+    """Let a batch's objects die young. A batch allocates a few thousand dicts and objects that all live
+    until it is settled; at the default threshold several collections run during each batch, and every
+    survivor is promoted and scanned again later (about 8 % of a consumer's time). A process setting, so
+    the command sets it and the library does not."""
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def consume(
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    batch_wait: Annotated[
+        float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")
+    ] = None,
+    processing_delay: Annotated[
+        float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")
+    ] = None,
+    block_timeout: Annotated[
+        float | None, typer.Option("--block-timeout", help="Seconds one read waits.")
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")
+    ] = None,
+    fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
+    line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    claim_idle: Annotated[
+        float | None,
+        typer.Option("--claim-idle", help="Seconds before a silent consumer's entries are taken over."),
+    ] = None,
+    max_deliveries: Annotated[
+        int | None, typer.Option("--max-deliveries", help="Deliveries before an entry is dead-lettered.")
+    ] = None,
+    delivery: Annotated[
+        str | None,
+        typer.Option("--delivery", help="at_least_once (default) or effectively_once (no duplicate line)."),
+    ] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
+    config: ConfigOpt = None,
+    redis_url: RedisUrlOpt = None,
+    transport: TransportOpt = None,
+) -> None:
+    """Process messages in batches into one log file per type; ack each batch only once it is written."""
+    consumer_flags = {
+        "batch_size": batch_size,
+        "batch_wait_s": batch_wait,
+        "processing_delay_s": processing_delay,
+        "block_timeout_s": block_timeout,
+        "log_dir": log_dir,
+        "fsync": fsync,
+        "line_format": line_format,
+        "consumer_name": name,
+        "claim_idle_s": claim_idle,
+        "max_deliveries": max_deliveries,
+        "delivery": delivery,
+    }
+    stop_requested = threading.Event()  # a signal during start-up: stop before taking any work
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    settings = cli_settings(config, redis_url, transport, consumer=consumer_flags)
+    _check_timeouts(settings)
+    queue_transport = create_transport(settings)
+    _check_server(queue_transport, settings)
+    name = settings.consumer.consumer_name or default_consumer_name()  # the sink's journal needs it too
+    cs = settings.consumer.model_copy(update={"consumer_name": name})
+    sink = _log_file_sink(cs, name, queue_transport)
+    reporter = None if quiet else BatchReporter(out)
+    retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
+    hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
+    consumer = Consumer(
+        queue_transport,
+        sink,
+        cs,
+        max_message_bytes=settings.queue.max_message_bytes,
+        hooks=hooks,
+        trim_interval_s=settings.queue.trim_interval_s,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: consumer.stop())
+    if stop_requested.is_set():
+        consumer.stop()
+    out.print(
+        f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
+        f"into {sink.log_dir}" + (" (burst)" if burst else ""),
+        markup=False,  # names and paths are data: "w[/x]" must print as typed, not crash
+    )
+    _collect_garbage_per_batch()
+    try:
+        totals = consumer.run(burst=burst)
+    finally:
+        sink.close()
+        queue_transport.close()
+    if reporter is not None:
+        reporter.finish(totals)  # the last, coalesced batches of the run
+    print_totals(out, totals, stopped_by_signal=consumer.stopping)
+
+
+def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
+    journal = None
+    if cs.delivery == "effectively_once":
+        journal = WriteJournal(queue_transport.client, queue_transport.keys, name, url=queue_transport.url)
+    return LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format, journal=journal)
+
+
+def _check_timeouts(settings: Settings) -> None:
+    cs = settings.consumer
+    if settings.redis.socket_timeout_s <= cs.block_timeout_s:
+        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
+    if cs.claim_idle_s <= cs.block_timeout_s:
+        raise ConfigError(
+            "consumer.claim_idle_s must be larger than consumer.block_timeout_s, or live consumers "
+            "would look dead to each other"
+        )
+
+
+def _check_server(queue_transport: Transport, settings: Settings) -> None:
+    """Warn loudly (or refuse) when Redis may evict or forget queue data."""
+    problems = unsafe_settings(queue_transport.client, queue_transport.url)
+    if not problems:
+        return
+    if settings.consumer.unsafe_redis == "refuse":
+        queue_transport.close()
+        raise UnsafeRedisError("unsafe Redis settings: " + "; ".join(problems))
+    for problem in problems:
+        err.print(f"WARNING: {problem}", markup=False, soft_wrap=True)
