@@ -33,7 +33,7 @@ from msgrelay.alerting.model import Alert, Notification, NotificationKind, Statu
 from msgrelay.alerting.notifiers.base import Notifier
 from msgrelay.alerting.policy import Route, ServiceState, Verdict, group, judge, route
 from msgrelay.alerting.silences import SilenceStore
-from msgrelay.deadletter import DeadLetter
+from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetter
 from msgrelay.errors import (
     BrokerError,
     DecodeError,
@@ -374,7 +374,8 @@ class NotifyLoop:
         with redis_errors(self.transport.url):
             pipe = self.transport.client.pipeline(transaction=True)
             if dead is not None:
-                pipe.xadd(self.keys.dead_letters(), dead.to_fields(origin=outbox, consumer=self.name))
+                fields = dead.to_fields(origin=outbox, transport=OUTBOX_TRANSPORT, consumer=self.name)
+                pipe.xadd(self.keys.dead_letters(), fields)
             if mark is not None:
                 pipe.set(mark, self.name, ex=SENT_TTL_S)
             if add is not None:

@@ -172,7 +172,7 @@ class Transport(ABC):
         """ARGV of the settle scripts, in the layout ``scripts.SETTLE_PRELUDE`` reads."""
         args: list[bytes | str | int | float] = [len(handles), *handles, len(dead)]
         for letter in dead:
-            fields = letter.to_fields(origin=self.keys.queue, consumer=consumer)
+            fields = letter.to_fields(origin=self.keys.queue, transport=self.name, consumer=consumer)
             args.append(len(fields))
             for name, value in fields.items():
                 args += [name, value]  # type: ignore[list-item]
