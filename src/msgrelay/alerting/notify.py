@@ -144,6 +144,7 @@ class NotifyLoop:
         group_wait_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        housekeeping: Callable[[], object] | None = None,
     ) -> None:
         self.transport = transport
         self.notifiers = dict(notifiers)
@@ -161,6 +162,8 @@ class NotifyLoop:
         self.group_wait_s = group_wait_s
         self._recovering = True
         self._next_takeover = 0.0
+        self.housekeeping = housekeeping
+        """Called once a second with the take-over (forgetting gone consumers: see msgrelay.forgetting)."""
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class NotifyLoop:
         if self.clock() >= self._next_takeover:  # then what a dead notify consumer left (once a second)
             self._next_takeover = self.clock() + 1.0
             self.transport.heartbeat(self.name, self.claim_idle_s)
+            if self.housekeeping is not None:
+                self.housekeeping()
             abandoned = self.transport.reclaim(self.name, self.batch_size, self.claim_idle_s)
             if abandoned:
                 return abandoned

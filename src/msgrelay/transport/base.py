@@ -135,6 +135,15 @@ class Transport(ABC):
     def leave(self, consumer: str) -> None:  # noqa: B027 - optional hook
         """A clean exit: forget ``consumer`` if it holds nothing."""
 
+    def gone_consumers(self, idle_s: float) -> set[str]:
+        """Consumers that hold nothing and have been gone ``idle_s`` seconds or more (stats hides them)."""
+        return set()
+
+    def forget_consumers(self, idle_s: float, *, keep: str = "") -> list[str]:
+        """Forget the :meth:`gone_consumers` (never ``keep``), checking atomically that each still holds
+        nothing; returns their names."""
+        return []
+
     @abstractmethod
     def backlog(self) -> int | None:
         """Entries not yet handed to any consumer (``None`` if the server cannot tell)."""
