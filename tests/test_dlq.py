@@ -25,6 +25,7 @@ from msgrelay.config import Settings
 from msgrelay.consumer import Consumer
 from msgrelay.deadletter import OVERSIZE_PREVIEW_BYTES, DeadLetter, DeadLetterEntry
 from msgrelay.dlq import ALL, PAGE_SIZE, DeadLetterFilter, DeadLetterStore, ReplayResult
+from msgrelay.dlq_replay import replay_targets
 from msgrelay.keys import Stat
 from msgrelay.message import Delivery
 from msgrelay.sinks import LogFileSink
@@ -55,8 +56,8 @@ def transport(settings: Settings) -> Iterator[Transport]:
 
 
 @pytest.fixture
-def store(transport: Transport) -> DeadLetterStore:
-    return DeadLetterStore.from_transport(transport)
+def store(transport: Transport, settings: Settings) -> DeadLetterStore:
+    return DeadLetterStore.from_transport(transport, replay_targets(settings))
 
 
 def dead_letter(
@@ -65,12 +66,15 @@ def dead_letter(
     reason: str = "malformed_json",
     *,
     origin: str,
+    transport: str = "",
     msg_type: str = "",
     entry_id: str = "*",
 ) -> str:
-    """Add a dead letter exactly as a transport's settle does; returns its id."""
+    """Add a dead letter exactly as a transport's settle does; returns its id. Without ``transport``, the
+    configuration tells replay what the origin is (see tests/test_dlq_replay.py)."""
     letter = DeadLetter(Delivery(raw, raw, "", 1), reason, f"detail of {reason}", msg_type)
-    added = client.xadd("msgrelay:dlq", letter.to_fields(origin=origin, consumer="c1"), id=entry_id)
+    fields = letter.to_fields(origin=origin, transport=transport, consumer="c1")
+    added = client.xadd("msgrelay:dlq", fields, id=entry_id)
     return added.decode() if isinstance(added, bytes) else str(added)
 
 
@@ -164,7 +168,7 @@ def test_list_pages_through_more_entries_than_one_scan_page(
     for n in range(total):
         reason = "rare" if n % 100 == 99 else "common"
         letter = DeadLetter(Delivery(f"entry {n}".encode(), b"", "", 1), reason, "")
-        pipe.xadd("msgrelay:dlq", letter.to_fields(origin=transport.keys.queue, consumer="c1"))
+        pipe.xadd("msgrelay:dlq", letter.to_fields(origin=transport.keys.queue, transport="", consumer="c1"))
     pipe.execute()
 
     rare = store.list(reason="rare", limit=total)
@@ -213,7 +217,7 @@ def test_replay_puts_the_exact_raw_bytes_back_and_a_consumer_then_processes_them
     queue_transport.close()
 
 
-def test_replay_recreates_a_deleted_origin_queue_as_the_given_transport(
+def test_replay_recreates_a_deleted_origin_queue_as_its_own_transport(
     redis_client: redis.Redis, store: DeadLetterStore, transport: Transport, settings: Settings
 ) -> None:
     queue = transport.keys.queue
@@ -226,23 +230,23 @@ def test_replay_recreates_a_deleted_origin_queue_as_the_given_transport(
     assert consume(settings).written == 1
 
 
-def test_replay_goes_by_what_the_origin_key_is_not_by_the_callers_transport(
+def test_replay_goes_back_to_each_queue_of_the_configuration_whatever_the_callers_transport(
     redis_client: redis.Redis, store: DeadLetterStore
 ) -> None:
-    redis_client.xadd("a-stream", {"m": b"already here"})
-    redis_client.lpush("a-list", b"already here")
-    dead_letter(redis_client, b"to the stream", origin="a-stream")
-    dead_letter(redis_client, b"to the list", origin="a-list")
+    redis_client.xadd("msgrelay:logs", {"m": b"already here"})
+    redis_client.lpush("message_buffer", b"already here")
+    dead_letter(redis_client, b"to the stream", origin="msgrelay:logs", transport="streams")
+    dead_letter(redis_client, b"to the list", origin="message_buffer", transport="lists")
 
     assert store.replay(ALL).replayed == 2
 
-    assert [fields[b"m"] for _id, fields in redis_client.xrange("a-stream")] == [
+    assert [fields[b"m"] for _id, fields in redis_client.xrange("msgrelay:logs")] == [
         b"already here",
         b"to the stream",
     ]
-    assert redis_client.lrange("a-list", 0, -1) == [b"to the list", b"already here"]
-    assert redis_client.hget("msgrelay:stats:a-stream", Stat.DLQ_REPLAYED) == b"1"
-    assert redis_client.hget("msgrelay:stats:a-list", Stat.DLQ_REPLAYED) == b"1"
+    assert redis_client.lrange("message_buffer", 0, -1) == [b"to the list", b"already here"]
+    assert redis_client.hget("msgrelay:stats:msgrelay:logs", Stat.DLQ_REPLAYED) == b"1"
+    assert redis_client.hget("msgrelay:stats:message_buffer", Stat.DLQ_REPLAYED) == b"1"
 
 
 def test_replay_by_ids_reason_and_type_touches_only_those(
@@ -254,7 +258,9 @@ def test_replay_by_ids_reason_and_type_touches_only_those(
     dead_letter(redis_client, b"ERROR: three", "poison", origin=queue, msg_type="ERROR")
     dead_letter(redis_client, b"INFO: four", "poison", origin=queue, msg_type="INFO")
 
-    assert store.replay([first, "1-1", "garbage"]) == ReplayResult(replayed=1, missing=2)
+    by_ids = store.replay([first, "1-1", "garbage"])
+    assert (by_ids.replayed, by_ids.by_reason()) == (1, {"missing": 2})
+    assert [skipped.id for skipped in by_ids.skipped_entries] == ["1-1", "garbage"]
     assert store.replay(DeadLetterFilter(reason="missing_text")).replayed == 1
     assert store.replay(DeadLetterFilter(msg_type="error")).replayed == 1
 
@@ -270,7 +276,7 @@ def test_replay_dry_run_changes_nothing(
 
     result = store.replay(ALL, dry_run=True)
 
-    assert result == ReplayResult(replayed=1, truncated=1, dry_run=True)
+    assert (result.replayed, result.by_reason(), result.dry_run) == (1, {"truncated": 1}, True)
     assert store.count() == 2
     assert queued(transport) == []
 
@@ -282,23 +288,29 @@ def test_replay_refuses_truncated_oversize_entries(
     [entry] = store.list()
     assert (entry.truncated, entry.raw_size, len(entry.raw)) == (True, 5000, OVERSIZE_PREVIEW_BYTES)
 
-    assert store.replay([huge]) == ReplayResult(truncated=1)
-    assert store.replay(ALL) == ReplayResult(truncated=1)
+    for selection in ([huge], ALL):
+        result = store.replay(selection)
+        assert (result.replayed, result.by_reason()) == (0, {"truncated": 1})
+        assert result.skipped_entries[0].id == huge
 
     assert queued(transport) == []
     assert store.count() == 1
 
 
-def test_replay_keeps_an_entry_whose_origin_is_neither_stream_nor_list(
-    redis_client: redis.Redis, store: DeadLetterStore
+def test_replay_keeps_an_entry_whose_queue_key_now_holds_another_type(
+    redis_client: redis.Redis, store: DeadLetterStore, transport: Transport
 ) -> None:
-    redis_client.hset("a-hash", "k", "v")
-    dead_letter(redis_client, b"nowhere to go", origin="a-hash")
+    redis_client.hset(transport.keys.queue, "k", "v")
+    entry_id = dead_letter(redis_client, b"nowhere to go", origin=transport.keys.queue)
 
-    assert store.replay(ALL) == ReplayResult(bad_origin=1)
+    result = store.replay(ALL)
 
+    assert (result.replayed, [(s.id, s.reason) for s in result.skipped_entries]) == (
+        0,
+        [(entry_id, "wrong_type")],
+    )
     assert store.count() == 1
-    assert redis_client.hgetall("a-hash") == {b"k": b"v"}
+    assert redis_client.hgetall(transport.keys.queue) == {b"k": b"v"}
 
 
 def test_concurrent_replays_put_each_entry_back_exactly_once(
@@ -309,7 +321,7 @@ def test_concurrent_replays_put_each_entry_back_exactly_once(
     pipe = redis_client.pipeline()
     for n in range(total):
         letter = DeadLetter(Delivery(f"entry {n}".encode(), b"", "", 1), "poison", "")
-        pipe.xadd("msgrelay:dlq", letter.to_fields(origin=transport.keys.queue, consumer="c1"))
+        pipe.xadd("msgrelay:dlq", letter.to_fields(origin=transport.keys.queue, transport="", consumer="c1"))
     pipe.execute()
     results: list[ReplayResult] = []
     start = threading.Barrier(2)
@@ -401,8 +413,12 @@ def test_retention_of_zero_keeps_everything(redis_client: redis.Redis, store: De
 
 def test_a_dead_letter_keeps_its_type_when_known(redis_client: redis.Redis, store: DeadLetterStore) -> None:
     delivery = Delivery(b"raw", b"raw", "1-0", 3)
-    typed = DeadLetter(delivery, "poison", "failed 5 times", "ERROR").to_fields(origin="q", consumer="c")
-    untyped = DeadLetter(delivery, "malformed_json", "x").to_fields(origin="q", consumer="c")
+    typed = DeadLetter(delivery, "poison", "failed 5 times", "ERROR").to_fields(
+        origin="q", transport="lists", consumer="c"
+    )
+    untyped = DeadLetter(delivery, "malformed_json", "x").to_fields(
+        origin="q", transport="lists", consumer="c"
+    )
     assert b"type" not in untyped
 
     entry_id = redis_client.xadd("msgrelay:dlq", typed).decode()
@@ -559,11 +575,12 @@ def test_cli_replay_puts_entries_back_and_says_what_it_skipped(
     replayed = dlq_cli(run_cli, transport, "replay", "--all")
     by_id = dlq_cli(run_cli, transport, "replay", huge, good)
 
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 1
     assert dry.stdout.startswith(
         "dry run: would replay 1 dead letter onto their queues; skipped 1: 1 truncated"
     )
-    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.returncode == 1  # some were skipped
+    assert replayed.stderr.strip() == f"skipped {huge}: oversize: only a 1 KiB preview was kept"
     assert replayed.stdout.startswith(
         "replayed 1 dead letter onto their queues; skipped 1: 1 truncated (oversize"
     )

@@ -222,7 +222,7 @@ def test_5xx_is_retried_with_capped_backoff_then_dead_lettered_with_the_last_err
     assert len(server.received) == 3
     assert outbox(redis_client, loop.transport) == []
     [letter] = DeadLetterStore.from_transport(loop.transport).list()
-    assert letter.reason == "notify_failed"
+    assert (letter.reason, letter.transport) == ("notify_failed", "outbox")
     assert "gave up after 3 attempts" in letter.detail and "503" in letter.detail
 
 

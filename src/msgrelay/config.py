@@ -138,6 +138,22 @@ class ConsumerSettings(_Section):
         "warn",
         description="what to do on start when Redis may evict queue data or persists nothing",
     )
+    forget_after_s: float = Field(
+        24 * 3600.0,
+        ge=0,
+        description="a consumer that holds nothing and has been gone this long leaves the consumer group "
+        "and stats; 0 = never. Must exceed claim_idle_s",
+    )
+
+    @model_validator(mode="after")
+    def _forget_after_claim(self) -> Self:
+        if 0 < self.forget_after_s <= self.claim_idle_s:
+            raise ValueError(
+                f"consumer.forget_after_s ({self.forget_after_s:g}) must exceed consumer.claim_idle_s "
+                f"({self.claim_idle_s:g}), or 0 to never forget: a consumer is only gone once it is silent "
+                "longer than a live one ever is"
+            )
+        return self
 
 
 class DeadLetterSettings(_Section):

@@ -2,8 +2,9 @@
 
 A dead letter keeps everything needed to understand and replay the entry: the reason code (see
 :mod:`msgrelay.codec`), a human-readable detail, the raw bytes exactly as read (or, for an oversize entry,
-a preview and the size), where it came from, which consumer gave up on it, and the message type when the
-entry decoded but could not be processed (a poison message).
+a preview and the size), where it came from (the origin key and its transport: ``streams``, ``lists``, or
+``outbox`` for a notification of the notify loop), which consumer gave up on it, and the message type when
+the entry decoded but could not be processed (a poison message).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from redis.typing import EncodableT, FieldT
 
@@ -19,6 +20,9 @@ from msgrelay.message import Delivery
 
 OVERSIZE_PREVIEW_BYTES: Final = 1024
 """How much of an oversize entry the dead-letter store keeps; the rest would cost Redis memory for nothing."""
+
+OUTBOX_TRANSPORT: Final = "outbox"
+"""The transport recorded on a notification's dead letter: its origin is the notify outbox (a sorted set)."""
 
 N = TypeVar("N", int, float)
 
@@ -32,7 +36,10 @@ class DeadLetter:
     detail: str
     msg_type: str = ""
 
-    def to_fields(self, *, origin: str, consumer: str) -> dict[FieldT, EncodableT]:
+    def to_fields(self, *, origin: str, transport: str, consumer: str) -> dict[FieldT, EncodableT]:
+        """The stream entry's fields. ``origin`` is the queue key, ``transport`` how it is used (``streams``,
+        ``lists`` or :data:`OUTBOX_TRANSPORT`): replay puts the entry back the same way, never as another
+        type of key."""
         raw = self.delivery.raw
         truncated = self.reason == "oversize" and len(raw) > OVERSIZE_PREVIEW_BYTES
         fields: dict[FieldT, EncodableT] = {
@@ -42,6 +49,7 @@ class DeadLetter:
             b"raw_size": len(raw),
             b"truncated": int(truncated),
             b"origin": origin,
+            b"transport": transport,
             b"source_id": self.delivery.source_id,
             b"consumer": consumer,
             b"attempt": self.delivery.attempt,
@@ -72,6 +80,9 @@ class DeadLetterEntry:
     attempt: int
     ts: float
     msg_type: str = ""
+    transport: str = ""
+    """How the origin queue is used (``streams``, ``lists``, ``outbox``); empty on dead letters written
+    before it was recorded."""
 
     @classmethod
     def from_fields(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetterEntry:
@@ -94,6 +105,7 @@ class DeadLetterEntry:
             attempt=_number(fields.get(b"attempt"), int, 0),
             ts=_number(fields.get(b"ts"), float, 0.0),
             msg_type=text(b"type"),
+            transport=text(b"transport"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,6 +120,7 @@ class DeadLetterEntry:
             "detail": self.detail,
             "type": self.msg_type,
             "origin": self.origin,
+            "transport": self.transport,
             "source_id": self.source_id,
             "consumer": self.consumer,
             "attempt": self.attempt,
@@ -117,6 +130,17 @@ class DeadLetterEntry:
             "raw_base64": base64.b64encode(self.raw).decode("ascii"),
             "raw_text": raw_text,
         }
+
+
+class DeadLetterHead(NamedTuple):
+    """The small fields of a dead letter, all that filters and replay planning look at (no raw bytes)."""
+
+    id: str
+    reason: str
+    msg_type: str
+    origin: str
+    truncated: bool
+    transport: str = ""
 
 
 def _number(value: bytes | None, kind: type[N], default: N) -> N:

@@ -3,8 +3,13 @@
 1. Use the configured Redis if one is configured and reachable; otherwise start a private redis-server
    (data in ``.msgrelay/demo-redis``), so the demo never touches a server it was not told about.
 2. Produce ``count`` realistic messages through the Streams transport, and a set of legacy entries pushed
-   the old way (``LPUSH message_buffer``: hand-written JSON, plain text lines, non-ASCII, and a few bad ones).
-3. Consume both queues in batches into ``application_logs/<type>.log`` and print where everything went.
+   the old way (``LPUSH``: hand-written JSON, plain text lines, non-ASCII, and a few bad ones).
+3. Consume both queues in batches into ``.msgrelay/demo-logs/<type>.log`` and print where everything went.
+
+The configured Redis may be a production server: of the configuration the demo takes only where Redis is.
+Every key it touches is in its own namespace, ``msgrelay-demo:`` (its stream, list, dead-letter stream,
+stats ...: :func:`demo_keys`, emptied when it starts), and it writes into its own log folder, never into
+``consumer.log_dir``. The configured queues, dead letters and log files are left exactly as they were.
 """
 
 from __future__ import annotations
@@ -19,20 +24,25 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from msgrelay.config import RedisSettings, Settings
+from msgrelay.config import ConsumerSettings, QueueSettings, RedisSettings, Settings
 from msgrelay.consumer import Consumer, Totals
 from msgrelay.errors import BrokerError
+from msgrelay.keys import KeySchema
 from msgrelay.levels import TYPE_FILES
 from msgrelay.monitor import collect_stats
 from msgrelay.producer import Producer
 from msgrelay.redis_server import RedisServer
 from msgrelay.samples import random_messages
 from msgrelay.sinks.files import LogFileSink
-from msgrelay.transport.base import Transport, raw_command
+from msgrelay.transport.base import Transport, raw_command, redis_errors
 from msgrelay.transport.connection import connect, create_transport
 from msgrelay.urls import mask_url
 
 DEMO_REDIS_DIR = Path(".msgrelay/demo-redis")
+DEMO_LOG_DIR = Path(".msgrelay/demo-logs")
+DEMO_NAMESPACE = "msgrelay-demo"
+"""The prefix of every key the demo touches, on whatever server it runs."""
+DEMO_CONSUMER = "demo"
 
 LEGACY_ENTRIES: tuple[bytes, ...] = (
     b'{"type": "ERROR", "message": "payment service unreachable"}',
@@ -50,12 +60,36 @@ LEGACY_ENTRIES: tuple[bytes, ...] = (
 )
 
 
+def demo_settings(settings: Settings, url: str, transport: str) -> Settings:
+    """The demo's own settings: only the Redis URL comes from the user's; queues, namespace and log folder
+    are the demo's (``msgrelay-demo:*``, :data:`DEMO_LOG_DIR`)."""
+    queue = QueueSettings(
+        transport="streams" if transport == "streams" else "lists",
+        stream=f"{DEMO_NAMESPACE}:logs",
+        group=DEMO_NAMESPACE,
+        buffer_key=f"{DEMO_NAMESPACE}:message_buffer",
+        namespace=DEMO_NAMESPACE,
+    )
+    consumer = ConsumerSettings(log_dir=DEMO_LOG_DIR, consumer_name=DEMO_CONSUMER)
+    return settings.model_copy(update={"redis": RedisSettings(url=url), "queue": queue, "consumer": consumer})
+
+
+def demo_keys(settings: Settings) -> list[str]:
+    """Every key the demo can write, for either transport: all of them in the ``msgrelay-demo:`` namespace."""
+    keys: list[str] = []
+    for queue in (settings.queue.stream, settings.queue.buffer_key):
+        schema = KeySchema(DEMO_NAMESPACE, queue)
+        keys += [queue, schema.stats(), schema.retry(), schema.journal(), schema.deliveries()]
+        keys += [schema.consumers(), schema.processing(DEMO_CONSUMER), schema.heartbeat(DEMO_CONSUMER)]
+    return [*keys, KeySchema(DEMO_NAMESPACE, "").dead_letters()]
+
+
 def run_demo(settings: Settings, *, count: int, console: Console) -> None:
     with _demo_redis(settings, console) as url:
-        redis = RedisSettings(url=url)
-        streams = settings.model_copy(update={"redis": redis})
-        lists = streams.model_copy(update={"queue": settings.queue.model_copy(update={"transport": "lists"})})
-        log_dir = settings.consumer.log_dir
+        streams = demo_settings(settings, url, "streams")
+        lists = demo_settings(settings, url, "lists")
+        log_dir = DEMO_LOG_DIR
+        _start_empty(streams, console)
         before = _line_counts(log_dir)
 
         with Producer.from_settings(streams) as producer:
@@ -76,6 +110,18 @@ def run_demo(settings: Settings, *, count: int, console: Console) -> None:
             transport.close()
         _print_files(console, log_dir, before)
         _print_dead_letters(console, create_transport(lists))
+
+
+def _start_empty(settings: Settings, console: Console) -> None:
+    """Empty the demo's own keys (what an earlier demo left), and nothing else."""
+    keys = demo_keys(settings)
+    client = connect(settings)
+    try:
+        with redis_errors(mask_url(settings.redis.effective_url())):
+            client.delete(*keys)
+    finally:
+        client.close()
+    console.print(f"the demo's keys are {DEMO_NAMESPACE}:* (emptied first); no other key is touched")
 
 
 @contextmanager

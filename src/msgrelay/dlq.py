@@ -6,8 +6,11 @@ script projects them server-side), not the raw bytes.
 
 Replay is atomic per entry: one script puts the raw bytes back on the entry's origin queue (``XADD <origin> *
 m <raw>`` on a stream, ``LPUSH`` on a list), deletes the entry from the store and counts it, so an entry is
-never both back on its queue and still dead-lettered, nor deleted without being replayed. An oversize entry
-whose raw bytes were truncated to a preview is refused: replaying the preview would lose the message.
+never both back on its queue and still dead-lettered, nor deleted without being replayed. Only queues of
+this configuration are written to, each as the transport recorded on the dead letter, never as a key of
+another type (see :mod:`msgrelay.dlq_replay`). An oversize entry whose raw bytes were truncated to a preview
+is refused: replaying the preview would lose the message. One entry that cannot be replayed is reported
+with its id and reason, and the rest go on.
 """
 
 from __future__ import annotations
@@ -16,20 +19,31 @@ import builtins
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple
+from typing import Final
 
 import redis
 
 from msgrelay.config import DeadLetterSettings
 from msgrelay.consumer import ConsumerHook
-from msgrelay.deadletter import DeadLetterEntry
+from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetterEntry, DeadLetterHead
+from msgrelay.dlq_replay import (
+    REPLAY_SCRIPT,
+    PlannedReplay,
+    ReplayResult,
+    ReplayTarget,
+    SkippedDeadLetter,
+    oldest_first,
+    plan,
+    skipped_by_script,
+    with_outbox_payloads,
+)
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.levels import normalize_level
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
-QueueTransport = Literal["streams", "lists"]
+__all__ = ["ALL", "DeadLetterFilter", "DeadLetterStore", "ReplayResult", "ReplayTarget", "Selection"]
 
 PAGE_SIZE: Final = 500
 """Entries read, replayed or purged per round trip."""
@@ -40,71 +54,20 @@ _ENTRY_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 """A full stream id; a bare ``<ms>`` would select a whole millisecond of entries."""
 
 # One page of the store KEYS[1] from ARGV[1] to ARGV[2] (XRANGE bounds), at most ARGV[3] entries, as
-# {id, reason, type, origin, truncated} per entry: what filters need, without the raw bytes.
+# {id, reason, type, origin, truncated, transport} per entry: what filters and replay need, without the raw
+# bytes.
 _SCAN_HEADS = """
 local page = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
 local heads = {}
 for i, entry in ipairs(page) do
-  local head = {reason = '', type = '', origin = '', truncated = '0'}
+  local head = {reason = '', type = '', origin = '', truncated = '0', transport = ''}
   local fields = entry[2]
   for j = 1, #fields, 2 do
     if head[fields[j]] ~= nil then head[fields[j]] = fields[j + 1] end
   end
-  heads[i] = {entry[1], head.reason, head.type, head.origin, head.truncated}
+  heads[i] = {entry[1], head.reason, head.type, head.origin, head.truncated, head.transport}
 end
 return heads
-"""
-
-# Replay dead letters ARGV[5..] of the store KEYS[1]: the n-th one goes back on its origin queue KEYS[2n]
-# (field ARGV[2] of a new stream entry, or LPUSHed on a list: whatever the key holds now; a key that does
-# not exist is created as transport ARGV[1]; a notification goes back into the notify outbox, a zset whose
-# keys start with ARGV[4]), leaves the store and counts ARGV[3] in the stats hash KEYS[2n + 1]. The write
-# comes before the delete: should anything fail in between, the entry is duplicated, never lost. Returns one
-# status per entry.
-_REPLAY = """
-local statuses = {}
-for n = 1, #ARGV - 4 do
-  local id, origin, stats = ARGV[n + 4], KEYS[2 * n], KEYS[2 * n + 1]
-  local found = redis.call('XRANGE', KEYS[1], id, id)
-  local status = 'missing'
-  if #found == 1 then
-    local raw, truncated = '', '0'
-    local fields = found[1][2]
-    for j = 1, #fields, 2 do
-      if fields[j] == 'raw' then raw = fields[j + 1] end
-      if fields[j] == 'truncated' then truncated = fields[j + 1] end
-    end
-    local kind = redis.call('TYPE', origin)['ok']
-    if kind == 'none' and string.find(origin, ARGV[4], 1, true) == 1 then
-      kind = 'zset'  -- an emptied outbox of the notify loop: its items go back there, not into a new stream
-    elseif kind == 'none' then
-      kind = (ARGV[1] == 'lists') and 'list' or 'stream'
-    end
-    if truncated == '1' then
-      status = 'truncated'
-    elseif kind == 'zset' then
-      -- a notification whose sends all failed: back in the outbox, due now, with a fresh budget
-      local item = cjson.decode(raw)
-      item['attempt'] = 0
-      redis.call('ZADD', origin, redis.call('TIME')[1], cjson.encode(item))
-      status = 'replayed'
-    elseif kind == 'stream' then
-      redis.call('XADD', origin, '*', ARGV[2], raw)
-      status = 'replayed'
-    elseif kind == 'list' then
-      redis.call('LPUSH', origin, raw)
-      status = 'replayed'
-    else
-      status = 'bad_origin'
-    end
-    if status == 'replayed' then
-      redis.call('XDEL', KEYS[1], id)
-      redis.call('HINCRBY', stats, ARGV[3], 1)
-    end
-  end
-  statuses[n] = status
-end
-return statuses
 """
 
 # Delete dead letters ARGV[2..] from the store KEYS[1]; each one actually deleted counts ARGV[1] in the
@@ -113,7 +76,7 @@ _PURGE = """
 local purged = 0
 for i = 2, #ARGV do
   if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], ARGV[1], 1)
+    redis.pcall('HINCRBY', KEYS[i], ARGV[1], 1)  -- a counter: a stats key of another type must not stop us
     purged = purged + 1
   end
 end
@@ -124,16 +87,6 @@ return purged
 def is_entry_id(text: str) -> bool:
     """Whether ``text`` is a whole stream entry id, ``<ms>-<seq>``."""
     return _ENTRY_ID.fullmatch(text) is not None and all(int(part) < 2**64 for part in text.split("-"))
-
-
-class _Head(NamedTuple):
-    """The fields of a dead letter that filters look at."""
-
-    id: str
-    reason: str
-    msg_type: str
-    origin: str
-    truncated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,33 +108,15 @@ ALL: Final = DeadLetterFilter()
 """Every dead letter: ``store.replay(ALL)``, ``store.purge(ALL)``."""
 
 Selection = Sequence[str] | DeadLetterFilter
-"""Entry ids (``"1732521600000-0"``; unknown ones are counted as missing) or a filter."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    """What ``replay`` did (or, with ``dry_run``, would do)."""
-
-    replayed: int = 0
-    truncated: int = 0
-    """Refused: only a preview of the oversize entry is kept."""
-    missing: int = 0
-    """Not in the store: already replayed, purged or trimmed, or not an entry id."""
-    bad_origin: int = 0
-    """No origin queue recorded, or its key now holds something that is neither a stream nor a list."""
-    dry_run: bool = False
-
-    @property
-    def skipped(self) -> int:
-        return self.truncated + self.missing + self.bad_origin
+"""Entry ids (``"1732521600000-0"``; unknown ones are reported as missing) or a filter."""
 
 
 class DeadLetterStore:
     """The dead-letter stream of one namespace, shared by every queue of that namespace.
 
     ``keys`` gives the namespace (and the queue whose stats count a purged entry that names no origin);
-    ``new_queue_transport`` (``streams`` or ``lists``) is how replay recreates an origin queue that no longer
-    exists. ``url`` is the masked URL, for error messages.
+    ``targets`` are the queues replay may put dead letters back on (every other origin is refused): see
+    :func:`msgrelay.dlq_replay.replay_targets`. ``url`` is the masked URL, for error messages.
     """
 
     def __init__(
@@ -190,19 +125,27 @@ class DeadLetterStore:
         keys: KeySchema,
         *,
         url: str,
-        new_queue_transport: QueueTransport = "streams",
+        targets: Iterable[ReplayTarget] = (),
     ) -> None:
         self.client = client
         self.keys = keys
         self.url = url
-        self.new_queue_transport = new_queue_transport
+        self.targets = frozenset(targets)
         self.key = keys.dead_letters()
 
     @classmethod
-    def from_transport(cls, transport: Transport) -> DeadLetterStore:
-        """The store next to ``transport``'s queue, sharing its connection."""
-        kind: QueueTransport = "lists" if transport.name == "lists" else "streams"
-        return cls(transport.client, transport.keys, url=transport.url, new_queue_transport=kind)
+    def from_transport(
+        cls, transport: Transport, targets: Iterable[ReplayTarget] | None = None
+    ) -> DeadLetterStore:
+        """The store next to ``transport``'s queue, sharing its connection; replay goes to ``targets``
+        (default: that queue and its notify outbox)."""
+        own = (
+            ReplayTarget(transport.keys.queue, transport.name),
+            ReplayTarget(transport.keys.outbox(), OUTBOX_TRANSPORT),
+        )
+        return cls(
+            transport.client, transport.keys, url=transport.url, targets=own if targets is None else targets
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -254,43 +197,49 @@ class DeadLetterStore:
     def replay(self, selection: Selection, *, dry_run: bool = False) -> ReplayResult:
         """Put the selected dead letters back on their origin queues, each atomically leaving the store.
 
-        Counts ``dlq_replayed`` in each origin queue's stats. Truncated (oversize) entries are refused. A dry
-        run reads the store only: an origin key that has since become neither a stream nor a list is found
-        out by the real replay alone.
+        Counts ``dlq_replayed`` in each origin queue's stats. An entry that cannot go back (truncated,
+        not found, an origin that is not one of ``targets``, a key that now holds another type ...) is
+        skipped with its id and reason, and stays in the store; the others go on. A dry run checks the
+        same, in the same script, and writes nothing.
         """
-        tally: Counter[str] = Counter()
+        replayed = 0
+        skipped: builtins.list[SkippedDeadLetter] = []
         for heads, missing in self._select(selection):
-            tally["missing"] += missing
-            replayable = [head for head in heads if head.origin and not head.truncated]
-            tally["truncated"] += sum(head.truncated for head in heads)
-            tally["bad_origin"] += sum(not head.origin and not head.truncated for head in heads)
-            if dry_run:
-                tally["replayed"] += len(replayable)
-            elif replayable:
-                tally.update(self._replay_page(replayable))
-        return ReplayResult(
-            replayed=tally["replayed"],
-            truncated=tally["truncated"],
-            missing=tally["missing"],
-            bad_origin=tally["bad_origin"],
-            dry_run=dry_run,
-        )
+            skipped += [SkippedDeadLetter(entry_id, "missing", "not in the store") for entry_id in missing]
+            planned, refused = plan(heads, self.targets)
+            planned, not_notifications = self._with_outbox_payloads(planned)
+            skipped += refused + not_notifications
+            if planned:
+                statuses = self._replay_page(planned, dry_run=dry_run)
+                replayed += statuses.count("replayed")
+                skipped += [
+                    skipped_by_script(item, status)
+                    for item, status in zip(planned, statuses, strict=True)
+                    if status != "replayed"
+                ]
+        return ReplayResult(replayed=replayed, skipped_entries=oldest_first(skipped), dry_run=dry_run)
 
-    def _replay_page(self, heads: Sequence[_Head]) -> builtins.list[str]:
+    def _with_outbox_payloads(
+        self, planned: builtins.list[PlannedReplay]
+    ) -> tuple[builtins.list[PlannedReplay], builtins.list[SkippedDeadLetter]]:
+        outbox_ids = [item.head.id for item in planned if item.target.transport == OUTBOX_TRANSPORT]
+        if not outbox_ids:
+            return planned, []
+        return with_outbox_payloads(planned, self._entries(outbox_ids))
+
+    def _replay_page(self, planned: Sequence[PlannedReplay], *, dry_run: bool) -> builtins.list[str]:
         keys: builtins.list[str] = [self.key]
-        for head in heads:
-            keys += [head.origin, KeySchema(self.keys.namespace, head.origin).stats()]
-        outboxes = KeySchema(self.keys.namespace, "").outbox()  # the prefix of every notify outbox key
-        args = [
-            self.new_queue_transport,
-            STREAM_PAYLOAD_FIELD,
+        args: builtins.list[str | bytes] = [
+            STREAM_PAYLOAD_FIELD.decode(),
             Stat.DLQ_REPLAYED,
-            outboxes,
-            *(h.id for h in heads),
+            "1" if dry_run else "0",
         ]
+        for item in planned:
+            keys += [item.target.key, KeySchema(self.keys.namespace, item.target.key).stats()]
+            args += [item.head.id, item.target.redis_type, item.payload]
         with redis_errors(self.url):
             statuses: builtins.list[bytes] = raw_command(
-                self.client, "EVAL", _REPLAY, len(keys), *keys, *args
+                self.client, "EVAL", REPLAY_SCRIPT, len(keys), *keys, *args
             )
         return [status.decode() for status in statuses]
 
@@ -334,19 +283,24 @@ class DeadLetterStore:
 
     # ------------------------------------------------------------------------------------------- paging
 
-    def _select(self, selection: Selection) -> Iterator[tuple[builtins.list[_Head], int]]:
-        """Pages of (heads of the selected entries, how many selected ids are not in the store)."""
+    def _select(
+        self, selection: Selection
+    ) -> Iterator[tuple[builtins.list[DeadLetterHead], builtins.list[str]]]:
+        """Pages of (heads of the selected entries, the selected ids that are not in the store)."""
         if isinstance(selection, DeadLetterFilter):
             for heads in self._scan(selection):
-                yield heads, 0
+                yield heads, []
             return
         ids = [selection] if isinstance(selection, str) else list(dict.fromkeys(selection))
         for start in range(0, len(ids), PAGE_SIZE):
             page = ids[start : start + PAGE_SIZE]
             heads = self._heads([entry_id for entry_id in page if is_entry_id(entry_id)])
-            yield heads, len(page) - len(heads)
+            found = {head.id for head in heads}
+            yield heads, [entry_id for entry_id in page if entry_id not in found]
 
-    def _scan(self, where: DeadLetterFilter, *, after: str | None = None) -> Iterator[builtins.list[_Head]]:
+    def _scan(
+        self, where: DeadLetterFilter, *, after: str | None = None
+    ) -> Iterator[builtins.list[DeadLetterHead]]:
         """Pages of the heads of matching entries, oldest first (a page may hold none)."""
         start = "-" if after is None else f"({after}"
         end = "+" if where.older_than_s is None else f"({self._cutoff(where.older_than_s)}-0"
@@ -358,12 +312,12 @@ class DeadLetterStore:
                 return
             start = f"({page[-1].id}"
 
-    def _scan_page(self, start: str, end: str, count: int) -> builtins.list[_Head]:
+    def _scan_page(self, start: str, end: str, count: int) -> builtins.list[DeadLetterHead]:
         with redis_errors(self.url):
             rows = raw_command(self.client, "EVAL", _SCAN_HEADS, 1, self.key, start, end, count)
         return [_head(row) for row in rows]
 
-    def _heads(self, ids: Sequence[str]) -> builtins.list[_Head]:
+    def _heads(self, ids: Sequence[str]) -> builtins.list[DeadLetterHead]:
         """The heads of the entries with these (well-formed) ids that are in the store, in one round trip."""
         with redis_errors(self.url):
             pipe = self.client.pipeline(transaction=False)
@@ -391,10 +345,10 @@ class DeadLetterStore:
         return max(0, int(seconds) * 1000 + int(micros) // 1000 - int(age_s * 1000))
 
 
-def _matcher(where: DeadLetterFilter) -> Callable[[_Head], bool]:
+def _matcher(where: DeadLetterFilter) -> Callable[[DeadLetterHead], bool]:
     wanted_type = None if where.msg_type is None else normalize_level(where.msg_type) or where.msg_type
 
-    def matches(head: _Head) -> bool:
+    def matches(head: DeadLetterHead) -> bool:
         return (
             (where.reason is None or head.reason == where.reason)
             and (wanted_type is None or head.msg_type == wanted_type)
@@ -404,9 +358,11 @@ def _matcher(where: DeadLetterFilter) -> Callable[[_Head], bool]:
     return matches
 
 
-def _head(row: list[bytes]) -> _Head:
-    entry_id, reason, msg_type, origin, truncated = (value.decode("utf-8", "replace") for value in row)
-    return _Head(entry_id, reason, msg_type, origin, truncated == "1")
+def _head(row: list[bytes]) -> DeadLetterHead:
+    entry_id, reason, msg_type, origin, truncated, transport = (
+        value.decode("utf-8", "replace") for value in row
+    )
+    return DeadLetterHead(entry_id, reason, msg_type, origin, truncated == "1", transport)
 
 
 class DeadLetterRetention(ConsumerHook):

@@ -2,6 +2,7 @@
 
     MsgrelayError
     ├── ConfigError                 bad or unknown setting, unreadable config file
+    │   └── UnsupportedRedisError   the configured server is of a kind not supported yet (Redis Cluster)
     ├── UnsafeRedisError            the server may evict or forget queue data, and we were told to refuse
     ├── BrokerError                 anything that went wrong talking to Redis
     │   ├── BrokerConnectionError   cannot reach the server, or the connection dropped
@@ -26,6 +27,11 @@ class MsgrelayError(Exception):
 
 class ConfigError(MsgrelayError):
     """A setting is unknown, invalid, or the configuration file cannot be read."""
+
+
+class UnsupportedRedisError(ConfigError):
+    """The configured server is of a kind msgrelay does not support yet (a Redis Cluster node): point
+    ``redis.url`` elsewhere. Raised at connect, before any key is touched (exit code 3)."""
 
 
 class UnsafeRedisError(MsgrelayError):

@@ -27,7 +27,8 @@ key                                             type    what
                                                         scored by when due (a send in progress: lease end)
 ``<ns>:sent:<alert queue key>:<notifier>:<key>``  string  notify: a notification sent (kept a day), so a
                                                         retry or a second consumer never sends it twice
-``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin
+``<ns>:dlq``                                    stream  dead letters: reason, detail, raw entry, origin,
+                                                        its transport (streams, lists, outbox)
 ``<ns>:stats:<queue key>``                      hash    counters: produced, processed, dead_lettered,
                                                         processed:<TYPE>, batches, batches_failed,
                                                         reclaimed, retried, dlq_replayed, dlq_purged

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from msgrelay.dlq import DeadLetterStore
+from msgrelay.forgetting import present_consumers
 from msgrelay.keys import Stat
 from msgrelay.transport.base import Transport, redis_errors
 
@@ -41,7 +42,8 @@ class QueueStats:
         return asdict(self)
 
 
-def collect_stats(transport: Transport) -> QueueStats:
+def collect_stats(transport: Transport, *, forget_after_s: float = 0.0) -> QueueStats:
+    """The queue's stats; consumers gone ``forget_after_s`` or more holding nothing are left out (0: none)."""
     counters = transport.stats()
     with redis_errors(transport.url):
         memory = transport.client.info("memory")
@@ -56,7 +58,7 @@ def collect_stats(transport: Transport) -> QueueStats:
         dead_letter_store=transport.dead_letter_count(),
         batches=counters.get(Stat.BATCHES, 0),
         processed_by_type={k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix)},
-        pending_by_consumer=transport.pending(),
+        pending_by_consumer=present_consumers(transport, forget_after_s),
         dead_letters_by_reason=DeadLetterStore.from_transport(transport).count_by_reason(),
         dlq_replayed=counters.get(Stat.DLQ_REPLAYED, 0),
         dlq_purged=counters.get(Stat.DLQ_PURGED, 0),
@@ -94,7 +96,8 @@ class AlertStats:
         return asdict(self)
 
 
-def collect_alert_stats(transport: Transport) -> AlertStats:
+def collect_alert_stats(transport: Transport, *, forget_after_s: float = 0.0) -> AlertStats:
+    """The alert queue's and notify loop's stats; gone consumers are left out as by :func:`collect_stats`."""
     counters = transport.stats()
     notifiers: dict[str, dict[str, int]] = {}
     for name, value in sorted(counters.items()):
@@ -113,7 +116,7 @@ def collect_alert_stats(transport: Transport) -> AlertStats:
         verdicts={k.removeprefix("alerts_"): v for k, v in sorted(counters.items()) if _is_verdict(k)},
         notifiers=notifiers,
         outbox=outbox,
-        pending_by_consumer=transport.pending(),
+        pending_by_consumer=present_consumers(transport, forget_after_s),
     )
 
 

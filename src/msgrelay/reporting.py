@@ -165,6 +165,7 @@ def print_dead_letter(console: Console, entry: DeadLetterEntry) -> None:
         ("detail", visible(entry.detail)),
         ("type", visible(entry.msg_type) or "-"),
         ("origin", visible(entry.origin)),
+        ("transport", visible(entry.transport) or "-"),
         ("source id", visible(entry.source_id) or "-"),
         ("consumer", visible(entry.consumer)),
         ("attempt", str(entry.attempt)),

@@ -33,7 +33,7 @@ from msgrelay.alerting.model import Alert, Notification, NotificationKind, Statu
 from msgrelay.alerting.notifiers.base import Notifier
 from msgrelay.alerting.policy import Route, ServiceState, Verdict, group, judge, route
 from msgrelay.alerting.silences import SilenceStore
-from msgrelay.deadletter import DeadLetter
+from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetter
 from msgrelay.errors import (
     BrokerError,
     DecodeError,
@@ -144,6 +144,7 @@ class NotifyLoop:
         group_wait_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        housekeeping: Callable[[], object] | None = None,
     ) -> None:
         self.transport = transport
         self.notifiers = dict(notifiers)
@@ -161,6 +162,8 @@ class NotifyLoop:
         self.group_wait_s = group_wait_s
         self._recovering = True
         self._next_takeover = 0.0
+        self.housekeeping = housekeeping
+        """Called once a second with the take-over (forgetting gone consumers: see msgrelay.forgetting)."""
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class NotifyLoop:
         if self.clock() >= self._next_takeover:  # then what a dead notify consumer left (once a second)
             self._next_takeover = self.clock() + 1.0
             self.transport.heartbeat(self.name, self.claim_idle_s)
+            if self.housekeeping is not None:
+                self.housekeeping()
             abandoned = self.transport.reclaim(self.name, self.batch_size, self.claim_idle_s)
             if abandoned:
                 return abandoned
@@ -374,7 +379,8 @@ class NotifyLoop:
         with redis_errors(self.transport.url):
             pipe = self.transport.client.pipeline(transaction=True)
             if dead is not None:
-                pipe.xadd(self.keys.dead_letters(), dead.to_fields(origin=outbox, consumer=self.name))
+                fields = dead.to_fields(origin=outbox, transport=OUTBOX_TRANSPORT, consumer=self.name)
+                pipe.xadd(self.keys.dead_letters(), fields)
             if mark is not None:
                 pipe.set(mark, self.name, ex=SENT_TTL_S)
             if add is not None:

@@ -29,6 +29,7 @@ from msgrelay.cli.common import (
 from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import ConfigError
+from msgrelay.forgetting import ConsumerForgetting
 
 silence_app = typer.Typer(
     help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
@@ -115,15 +116,18 @@ def notify(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     alert_transport = open_alert_queue(settings)
+    name = name or default_consumer_name()
+    forgetting = ConsumerForgetting(alert_transport, settings.consumer.forget_after_s, keep=name)
     loop = NotifyLoop(
         alert_transport,
         notifiers,
         NotifyPolicy.from_settings(alerts),
-        name=name or default_consumer_name(),
+        name=name,
         batch_size=alerts.batch_size,
         max_message_bytes=alerts.max_message_bytes,
         claim_idle_s=settings.consumer.claim_idle_s,
         group_wait_s=0.0 if burst else alerts.group_wait_s,
+        housekeeping=forgetting.forget_if_due,
     )
     source = f"{alert_transport.name} {alert_transport.keys.queue!r}"
     err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)

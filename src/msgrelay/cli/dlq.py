@@ -12,15 +12,10 @@ import typer
 
 from msgrelay.cli.common import ConfigOpt, RedisUrlOpt, TransportOpt, cli_settings, err, out, write_json
 from msgrelay.cli.exit_codes import ExitCode
-from msgrelay.dlq import (
-    ALL,
-    DeadLetterFilter,
-    DeadLetterStore,
-    ReplayResult,
-    Selection,
-    is_entry_id,
-)
+from msgrelay.dlq import ALL, DeadLetterFilter, DeadLetterStore, Selection, is_entry_id
+from msgrelay.dlq_replay import SKIP_REASONS, ReplayResult, replay_targets
 from msgrelay.reporting import print_dead_letter, print_dead_letters, print_plain
+from msgrelay.sinks.lines import escape as visible
 from msgrelay.transport.connection import create_transport
 
 dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter store.", no_args_is_help=True)
@@ -44,7 +39,7 @@ def _dead_letter_store(
     settings = cli_settings(config, redis_url, transport)
     queue_transport = create_transport(settings)
     try:
-        store = DeadLetterStore.from_transport(queue_transport)
+        store = DeadLetterStore.from_transport(queue_transport, replay_targets(settings))
         retention = settings.deadletter
         trimmed = store.apply_retention(retention.retention_s, retention.max_entries)
         if trimmed:
@@ -132,26 +127,24 @@ def dlq_replay(
 ) -> None:
     """Put dead letters back on their queues (each leaves the store atomically); truncated ones are refused.
 
-    Exits 1 when ids were named and not all of them could be replayed.
+    Only queues of this configuration, each as the transport it came from; an entry that cannot go back
+    is listed with its id and reason, the rest go on. Exits 1 when any selected entry was skipped.
     """
     where = DeadLetterFilter(reason=reason, msg_type=msg_type)
     selection = _selection(ids, everything, where, "ID..., --all, --reason/--type")
     with _dead_letter_store(config, redis_url, transport) as store:
         result = store.replay(selection, dry_run=dry_run)
+    for skipped in result.skipped_entries:
+        print_plain(err, f"skipped {skipped.id}: {visible(skipped.detail)}")  # a forged origin is data
     print_plain(out, _replay_summary(result))
-    if result.skipped and not isinstance(selection, DeadLetterFilter):
+    if result.skipped:
         raise typer.Exit(ExitCode.FAILURE)
 
 
 def _replay_summary(result: ReplayResult) -> str:
     verb = "dry run: would replay" if result.dry_run else "replayed"
     summary = f"{verb} {_dead_letters(result.replayed)} onto their queues"
-    skipped = [
-        (result.truncated, "truncated (oversize: only a preview was kept, the message is lost; purge them)"),
-        (result.missing, "not found"),
-        (result.bad_origin, "with no stream or list to go back to"),
-    ]
-    reasons = [f"{count} {why}" for count, why in skipped if count]
+    reasons = [f"{count} {SKIP_REASONS[reason]}" for reason, count in result.by_reason().items()]
     return summary + (f"; skipped {result.skipped}: " + ", ".join(reasons) if reasons else "")
 
 

@@ -15,6 +15,7 @@ from msgrelay.config import ConsumerSettings, Settings
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
 from msgrelay.errors import ConfigError, UnsafeRedisError
+from msgrelay.forgetting import ConsumerForgetting
 from msgrelay.producer import Producer, send_with_resends
 from msgrelay.reporting import BatchReporter, print_totals
 from msgrelay.safety import unsafe_settings
@@ -161,7 +162,8 @@ def consume(
     sink = _log_file_sink(cs, name, queue_transport)
     reporter = None if quiet else BatchReporter(out)
     retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
-    hooks: list[ConsumerHook] = [retention] if reporter is None else [retention, reporter]
+    forgetting = ConsumerForgetting(queue_transport, cs.forget_after_s, keep=name)
+    hooks: list[ConsumerHook] = [retention, forgetting] + ([] if reporter is None else [reporter])
     consumer = Consumer(
         queue_transport,
         sink,

@@ -40,8 +40,9 @@ def stats(
     queue_transport = create_transport(settings)
     alert_transport = open_alert_queue(settings)
     try:
-        report = collect_stats(queue_transport)
-        alerts = collect_alert_stats(alert_transport)
+        forget_after_s = settings.consumer.forget_after_s  # consumers gone that long are not shown
+        report = collect_stats(queue_transport, forget_after_s=forget_after_s)
+        alerts = collect_alert_stats(alert_transport, forget_after_s=forget_after_s)
     finally:
         queue_transport.close()
         alert_transport.close()

@@ -135,6 +135,15 @@ class Transport(ABC):
     def leave(self, consumer: str) -> None:  # noqa: B027 - optional hook
         """A clean exit: forget ``consumer`` if it holds nothing."""
 
+    def gone_consumers(self, idle_s: float) -> set[str]:
+        """Consumers that hold nothing and have been gone ``idle_s`` seconds or more (stats hides them)."""
+        return set()
+
+    def forget_consumers(self, idle_s: float, *, keep: str = "") -> list[str]:
+        """Forget the :meth:`gone_consumers` (never ``keep``), checking atomically that each still holds
+        nothing; returns their names."""
+        return []
+
     @abstractmethod
     def backlog(self) -> int | None:
         """Entries not yet handed to any consumer (``None`` if the server cannot tell)."""
@@ -172,7 +181,7 @@ class Transport(ABC):
         """ARGV of the settle scripts, in the layout ``scripts.SETTLE_PRELUDE`` reads."""
         args: list[bytes | str | int | float] = [len(handles), *handles, len(dead)]
         for letter in dead:
-            fields = letter.to_fields(origin=self.keys.queue, consumer=consumer)
+            fields = letter.to_fields(origin=self.keys.queue, transport=self.name, consumer=consumer)
             args.append(len(fields))
             for name, value in fields.items():
                 args += [name, value]  # type: ignore[list-item]

@@ -11,6 +11,7 @@ from redis.retry import Retry
 from msgrelay.errors import ConfigError
 from msgrelay.keys import KeySchema
 from msgrelay.transport.base import Transport, redis_errors
+from msgrelay.transport.cluster import refuse_cluster
 from msgrelay.transport.lists import ListTransport
 from msgrelay.transport.streams import StreamTransport
 from msgrelay.urls import mask_url
@@ -26,7 +27,8 @@ knows what a resend means (``ProduceOutcomeUnknown``, recovery of the consumer's
 
 
 def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
-    """A client for the configured server. With ``check``, fail now (one clear error) if it is unreachable."""
+    """A client for the configured server. With ``check``, fail now (one clear error) if it is unreachable
+    or a Redis Cluster node (:class:`~msgrelay.errors.UnsupportedRedisError`, see :mod:`.cluster`)."""
     url = settings.redis.effective_url()
     tcp_only = {} if url.startswith("unix:") else {"socket_keepalive": True}
     try:
@@ -43,6 +45,7 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
     if check:
         with redis_errors(mask_url(url)):
             client.ping()
+        refuse_cluster(client, mask_url(url))
     return client
 
 

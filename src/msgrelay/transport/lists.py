@@ -169,6 +169,19 @@ class ListTransport(Transport):
             lengths = pipe.execute()
         return dict(zip(consumers, (int(n) for n in lengths), strict=True))
 
+    def gone_consumers(self, idle_s: float) -> set[str]:
+        """Registered consumers whose heartbeat expired and whose processing list is empty. A list consumer
+        keeps no time of its last beat, so ``idle_s`` cannot be honoured: once its heartbeat expired
+        (``heartbeat_ttl_s``), any live consumer's reaper forgets it (:meth:`reclaim`), and so does this."""
+        with redis_errors(self.url):
+            members: set[bytes] = raw_command(self.client, "SMEMBERS", self.keys.consumers())
+            names = sorted(name.decode() for name in members)
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.exists(self.keys.heartbeat(name), self.keys.processing(name))
+            alive_or_holding = pipe.execute()
+        return {name for name, found in zip(names, alive_or_holding, strict=True) if not found}
+
     def leave(self, consumer: str) -> None:
         """Unregister and stop the heartbeat, unless the consumer still holds entries (then the reaper will
         requeue them once the heartbeat expires)."""

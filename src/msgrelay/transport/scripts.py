@@ -230,3 +230,24 @@ end
 return 1
 """
 )
+
+# KEYS: stream. ARGV: group, idle (ms), a consumer name never to forget (the caller's own).
+# Forgets the consumers of the group that hold nothing and were idle at least ARGV[2] ms. XGROUP DELCONSUMER
+# drops a consumer's pending entries with it, unclaimable (https://github.com/redis/redis/issues/9745), so
+# the pending count is checked in the same script as the delete: no read can hand the consumer an entry in
+# between. A consumer forgotten while it waits in XREADGROUP is created again by its next delivery. Returns
+# the names forgotten.
+STREAM_FORGET: Final = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if consumers['err'] then return {} end  -- no stream or no group: nobody to forget
+local forgotten = {}
+for _, row in ipairs(consumers) do
+  local consumer = {}
+  for i = 1, #row, 2 do consumer[row[i]] = row[i + 1] end
+  if consumer['pending'] == 0 and consumer['idle'] >= tonumber(ARGV[2]) and consumer['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], consumer['name'])
+    forgotten[#forgotten + 1] = consumer['name']
+  end
+end
+return forgotten
+"""

@@ -50,6 +50,7 @@ class StreamTransport(Transport):
         self._settle = client.register_script(scripts.STREAM_SETTLE)
         self._promote = client.register_script(scripts.STREAM_PROMOTE)
         self._setup = client.register_script(scripts.STREAM_SETUP)
+        self._forget = client.register_script(scripts.STREAM_FORGET)
         self._claim_cursor = b"0-0"
         # Replies of the commands that read entries are used as hiredis parses them (nested lists): redis-py's
         # callbacks would build a tuple and a dict per entry first, which cost more than all our own work.
@@ -256,6 +257,30 @@ class StreamTransport(Transport):
         if self.pending().get(consumer, 1) == 0:
             with redis_errors(self.url):
                 self.client.xgroup_delconsumer(self.keys.queue, self.group, consumer)
+
+    def gone_consumers(self, idle_s: float) -> set[str]:
+        """Consumers holding nothing whose XINFO CONSUMERS ``idle`` is ``idle_s`` or more. Redis 7.2 counts
+        ``idle`` from the consumer's last read or claim attempt; earlier versions from its last one that
+        got entries, so there a live consumer waiting on a quiet queue that long counts as gone too (it
+        holds nothing, and its next delivery brings it back)."""
+        with redis_errors(self.url):
+            try:
+                consumers = self.client.xinfo_consumers(self.keys.queue, self.group)
+            except redis.exceptions.ResponseError:
+                return set()
+        return {
+            c["name"].decode()
+            for c in consumers
+            if int(c["pending"]) == 0 and int(c["idle"]) >= idle_s * 1000
+        }
+
+    def forget_consumers(self, idle_s: float, *, keep: str = "") -> list[str]:
+        """``XGROUP DELCONSUMER`` the :meth:`gone_consumers`, in one script (``scripts.STREAM_FORGET``)."""
+        with redis_errors(self.url):
+            forgotten: list[bytes] = self._forget(
+                keys=[self.keys.queue], args=[self.group, max(0, int(idle_s * 1000)), keep]
+            )
+        return [name.decode() for name in forgotten]
 
 
 def _needed_from(client: redis.Redis, stream: str, group: dict[str, Any]) -> tuple[int, int]:
