@@ -42,9 +42,13 @@ def register(app: typer.Typer) -> None:
 
 
 def alert(
-    message: Annotated[str, typer.Argument(help="What happened, e.g. 'connection refused'.")],
-    service: Annotated[str, typer.Option("--service", "-s", help="The service the alert is about.")],
-    status: Annotated[str, typer.Option("--status", help="DOWN or UP.")] = "DOWN",
+    message: Annotated[
+        str, typer.Argument(metavar="MESSAGE", help="What happened, e.g. 'connection refused'.")
+    ],
+    service: Annotated[
+        str, typer.Option("--service", "-s", metavar="SERVICE", help="The service the alert is about.")
+    ],
+    status: Annotated[str, typer.Option("--status", metavar="DOWN|UP", help="DOWN or UP.")] = "DOWN",
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: AlertTransportOpt = None,
@@ -97,7 +101,9 @@ def notify(
     burst: Annotated[
         bool, typer.Option("--burst", help="Deliver what is queued and due, then exit.")
     ] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Consumer name (default host-pid).")
+    ] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: AlertTransportOpt = None,
@@ -153,9 +159,14 @@ def _silence_store(config: Path | None, redis_url: str | None) -> Iterator[Silen
 
 @silence_app.command("add")
 def silence_add(
-    service: Annotated[str, typer.Option("--service", "-s", help="A service name or a glob ('payments-*').")],
-    duration: Annotated[str, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d, 1h30m.")],
-    comment: Annotated[str, typer.Option("--comment", help="Why (shown by list).")] = "",
+    service: Annotated[
+        str,
+        typer.Option("--service", "-s", metavar="SERVICE", help="A service name or a glob ('payments-*')."),
+    ],
+    duration: Annotated[
+        str, typer.Option("--for", metavar="DURATION", help="How long: 90s, 30m, 2h, 1d, 1h30m.")
+    ],
+    comment: Annotated[str, typer.Option("--comment", metavar="TEXT", help="Why (shown by list).")] = "",
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
 ) -> None:

@@ -36,9 +36,12 @@ def register(app: typer.Typer) -> None:
 def send(
     text: Annotated[str, typer.Argument(help="The message text.")],
     msg_type: Annotated[
-        str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
+        str, typer.Option("--type", metavar="TYPE", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
     ] = "INFO",
-    field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Extra field key=value.")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", "-f", metavar="KEY=VALUE", help="An extra field (repeat for more)."),
+    ] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: TransportOpt = None,
@@ -61,15 +64,29 @@ def _parse_field(item: str) -> tuple[str, str]:
 
 def produce(
     count: Annotated[
-        int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")
+        int | None,
+        typer.Option(
+            "--count", "-n", metavar="N", help="Messages to send; 0 = until stopped. [producer.max_messages]"
+        ),
     ] = None,
-    delay: Annotated[float | None, typer.Option("--delay", help="Seconds between messages.")] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delay", metavar="SECONDS", help="Pause between messages. [producer.delay_between_messages_s]"
+        ),
+    ] = None,
     rate: Annotated[
-        float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")
+        float | None,
+        typer.Option(
+            "--rate", metavar="N", help="Messages per second (overrides --delay). [producer.rate_per_s]"
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible messages.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", metavar="N", help="Seed for reproducible messages.")
+    ] = None,
     id_log: Annotated[
-        Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")
+        Path | None,
+        typer.Option("--id-log", metavar="PATH", help="Append 'id type' of every sent message here."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config: ConfigOpt = None,
@@ -102,32 +119,65 @@ def _collect_garbage_per_batch() -> None:
 
 
 def consume(
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            metavar="N",
+            help="Most entries per batch (default 500). [consumer.batch_size]",
+        ),
+    ] = None,
     batch_wait: Annotated[
-        float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")
+        float | None,
+        typer.Option("--batch-wait", metavar="SECONDS", help="Wait to fill a batch. [consumer.batch_wait_s]"),
     ] = None,
     processing_delay: Annotated[
-        float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")
+        float | None,
+        typer.Option(
+            "--processing-delay",
+            metavar="SECONDS",
+            help="Pause after each batch. [consumer.processing_delay_s]",
+        ),
     ] = None,
     block_timeout: Annotated[
-        float | None, typer.Option("--block-timeout", help="Seconds one read waits.")
+        float | None,
+        typer.Option(
+            "--block-timeout", metavar="SECONDS", help="How long one read waits. [consumer.block_timeout_s]"
+        ),
     ] = None,
     log_dir: Annotated[
-        Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")
+        Path | None,
+        typer.Option(
+            "--log-dir", metavar="PATH", help="Folder of the per-type log files. [consumer.log_dir]"
+        ),
     ] = None,
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
-    line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    line_format: Annotated[
+        str | None, typer.Option("--format", metavar="text|json", help="Log line format.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Consumer name (default host-pid).")
+    ] = None,
     claim_idle: Annotated[
         float | None,
-        typer.Option("--claim-idle", help="Seconds before a silent consumer's entries are taken over."),
+        typer.Option(
+            "--claim-idle",
+            metavar="SECONDS",
+            help="Idle time after which a silent consumer's entries are taken over. [consumer.claim_idle_s]",
+        ),
     ] = None,
     max_deliveries: Annotated[
-        int | None, typer.Option("--max-deliveries", help="Deliveries before an entry is dead-lettered.")
+        int | None,
+        typer.Option("--max-deliveries", metavar="N", help="Deliveries before an entry is dead-lettered."),
     ] = None,
     delivery: Annotated[
         str | None,
-        typer.Option("--delivery", help="at_least_once (default) or effectively_once (no duplicate line)."),
+        typer.Option(
+            "--delivery",
+            metavar="MODE",
+            help="at_least_once (default) or effectively_once (no duplicate line).",
+        ),
     ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
