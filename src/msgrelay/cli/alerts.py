@@ -29,6 +29,8 @@ from msgrelay.cli.common import (
 from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import ConfigError
+from msgrelay.reporting import plural, print_columns, print_plain
+from msgrelay.sinks.lines import escape as visible
 
 silence_app = typer.Typer(
     help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
@@ -115,6 +117,7 @@ def notify(
     from msgrelay.alerting.settings import notifier_name  # noqa: PLC0415
 
     settings = alert_settings(config, redis_url, transport)
+    settings.check_blocking_reads("alerts")
     alerts = settings.alerts
     notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
     stop = threading.Event()
@@ -139,11 +142,11 @@ def notify(
         for notifier in notifiers.values():
             notifier.close()
         alert_transport.close()
-    err.print(
-        f"done: {totals.received} alerts read, {totals.dead_lettered} dead-lettered; {totals.queued} "
-        f"notifications queued, {totals.sent} sent, {totals.deferred} deferred, {totals.retried} retried, "
-        f"{totals.failed} failed for good",
-        markup=False,
+    print_plain(
+        err,
+        f"done: {plural(totals.received, 'alert')} read, {totals.dead_lettered} dead-lettered; "
+        f"{plural(totals.queued, 'notification')} queued, {totals.sent} sent, {totals.deferred} deferred, "
+        f"{totals.retried} retried, {totals.failed} failed for good",
     )
 
 
@@ -192,11 +195,13 @@ def silence_list(
     now = time.time()
     with _silence_store(config, redis_url) as store:
         silences = store.all(now) if everything else store.active(now)
-    for silence in silences:
-        state = "until" if silence.until > now else "expired"
-        line = f"{silence.id}  {silence.service}  {state} {utc(silence.until)}  {silence.comment}"
-        out.print(line.rstrip(), markup=False)
-    if not silences:
+    rows = [
+        (s.id, visible(s.service), "active" if s.until > now else "expired", utc(s.until), visible(s.comment))
+        for s in silences
+    ]
+    if rows:
+        print_columns(out, ("ID", "SERVICE", "STATE", "UNTIL", "COMMENT"), rows)
+    else:
         err.print("no silences", markup=False)
 
 

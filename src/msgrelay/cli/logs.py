@@ -16,7 +16,7 @@ from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
 from msgrelay.errors import ConfigError, UnsafeRedisError
 from msgrelay.producer import Producer, send_with_resends
-from msgrelay.reporting import BatchReporter, print_totals
+from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, print_plain, print_totals
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
@@ -96,14 +96,18 @@ def produce(
     """Generate realistic random system messages (INFO/WARNING/ERROR/DEBUG) and send them."""
     from msgrelay.generate import run_generator  # noqa: PLC0415 - keeps `msgrelay --help` fast
 
+    stop = threading.Event()  # SIGTERM as SIGINT: finish the chunk in flight, log its ids, exit 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     producer_flags = {"max_messages": count, "delay_between_messages_s": delay, "rate_per_s": rate}
     settings = cli_settings(config, redis_url, transport, producer=producer_flags)
     with Producer.from_settings(settings) as producer:
-        sent = run_generator(producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet)
-    out.print(
-        f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}",
-        markup=False,
-    )
+        sent = run_generator(
+            producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet, stop=stop
+        )
+    how = "stopped by signal: " if stop.is_set() else ""
+    queue = f"{producer.transport.name} queue {producer.transport.keys.queue!r}"
+    print_plain(out, f"{how}sent {plural(sent, 'message')} to {queue}")
 
 
 YOUNG_GC_THRESHOLD = 20_000
@@ -232,12 +236,15 @@ def consume(
     _collect_garbage_per_batch()
     try:
         totals = consumer.run(burst=burst)
+        # A burst ends when nothing is left that it may take: say what others still hold, and until when.
+        held = queue_transport.held_elsewhere(name, cs.claim_idle_s) if burst else []
     finally:
         sink.close()
         queue_transport.close()
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
+    print_held_elsewhere(out, held, cs.claim_idle_s)
 
 
 def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
@@ -249,13 +256,17 @@ def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) 
 
 def _check_timeouts(settings: Settings) -> None:
     cs = settings.consumer
-    if settings.redis.socket_timeout_s <= cs.block_timeout_s:
-        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
-    if cs.claim_idle_s <= cs.block_timeout_s:
-        raise ConfigError(
-            "consumer.claim_idle_s must be larger than consumer.block_timeout_s, or live consumers "
-            "would look dead to each other"
-        )
+    settings.check_blocking_reads("consumer")
+    # A consumer renews its liveness between reads and pauses, never during one.
+    for key, seconds in (
+        ("block_timeout_s", cs.block_timeout_s),
+        ("processing_delay_s", cs.processing_delay_s),
+    ):
+        if cs.claim_idle_s <= seconds:
+            raise ConfigError(
+                f"consumer.claim_idle_s = {cs.claim_idle_s:g} must be larger than consumer.{key} = "
+                f"{seconds:g}, or live consumers would look dead to each other"
+            )
 
 
 def _check_server(queue_transport: Transport, settings: Settings) -> None:
