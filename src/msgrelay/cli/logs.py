@@ -14,13 +14,13 @@ from msgrelay.cli.common import ConfigOpt, RedisUrlOpt, TransportOpt, cli_settin
 from msgrelay.config import ConsumerSettings, Settings
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
-from msgrelay.errors import ConfigError, UnsafeRedisError
+from msgrelay.errors import BrokerError, ConfigError, UnsafeRedisError
 from msgrelay.producer import Producer, send_with_resends
 from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, print_plain, print_totals
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
-from msgrelay.transport.base import Transport
+from msgrelay.transport.base import HeldEntries, Transport
 from msgrelay.transport.connection import create_transport
 
 SEND_RESEND_FOR_S = 5.0
@@ -236,8 +236,7 @@ def consume(
     _collect_garbage_per_batch()
     try:
         totals = consumer.run(burst=burst)
-        # A burst ends when nothing is left that it may take: say what others still hold, and until when.
-        held = queue_transport.held_elsewhere(name, cs.claim_idle_s) if burst else []
+        held = _held_elsewhere(queue_transport, name, cs.claim_idle_s) if burst else []
     finally:
         sink.close()
         queue_transport.close()
@@ -245,6 +244,15 @@ def consume(
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
     print_held_elsewhere(out, held, cs.claim_idle_s)
+
+
+def _held_elsewhere(queue_transport: Transport, name: str, claim_idle_s: float) -> list[HeldEntries]:
+    """A burst ends when nothing is left that it may take: what other consumers still hold, and until when.
+    Only a notice: a Redis failure here must not fail a run that did its work."""
+    try:
+        return queue_transport.held_elsewhere(name, claim_idle_s)
+    except BrokerError:
+        return []
 
 
 def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
