@@ -1,14 +1,16 @@
 # The two quick-start commands: `make demo` runs the pipeline end to end, `make test` runs every check.
-# Both create .venv and install what they need on first use (and again when pyproject.toml changes).
+# Both create .venv and install what they need on first use (and again when pyproject.toml changes): the demo
+# only the runtime (msgrelay and the bundled redis-server), the checks the development toolchain too.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
-.PHONY: demo test lint typecheck unit system-deps chaos bench bench-smoke bench-venvs clean
+.PHONY: demo test lint typecheck unit system-deps chaos bench bench-smoke bench-venvs clean venv-base
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/msgrelay demo
 
 test: lint typecheck system-deps unit
@@ -42,14 +44,23 @@ bench: $(STAMP) bench-venvs
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke --skip-peers --out .msgrelay/bench-smoke/benchmarks.md
 
+# The development install holds the runtime one, so it stamps both.
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory venv-base
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory venv-base
+	$(BIN)/python -m pip install --quiet -e '.[server]'
+	@touch $@
+
+venv-base:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "msgrelay needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 		{ echo "cannot create a virtualenv: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $@
 
 # The peers of the benchmark (Celery, Dramatiq, Huey, RQ; arq apart, it needs redis-py < 6) in their own
 # virtualenvs, never in the project's: see bench/peers/README.md. Reinstalled when a requirements file changes.

@@ -96,6 +96,27 @@ def run_cli(redis_url: str, tmp_path: Path) -> Callable[..., subprocess.Complete
 
 
 @pytest.fixture
+def spawn_cli(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``spawn_cli(ARGS)``: start ``msgrelay ARGS --redis-url <ours>`` without waiting (``url=False``: no
+    URL added); killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str, url: bool = True) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "msgrelay", *args, *(["--redis-url", redis_url] if url else [])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@pytest.fixture
 def serve() -> Iterator[type[Server]]:
     """``serve(Reply(200), Reply(429, ...))``: a real local HTTP server playing them, stopped at the end."""
     started: list[Server] = []

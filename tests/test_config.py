@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal, get_args
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from msgrelay.config import RedisSettings, Settings, load_settings, masked_dump
 from msgrelay.errors import ConfigError
@@ -304,3 +308,212 @@ def test_every_toml_example_in_the_readme_is_a_valid_configuration(tmp_path: Pat
         path = tmp_path / f"example-{number}.toml"
         path.write_text(example)
         load_settings(path)  # raises ConfigError naming any key that is not a setting
+
+
+# --- no silent coercion (issue 10, section 8) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('[consumer]\nfsync = "yes"\n', "consumer.fsync: expected true or false, got 'yes'"),
+        ("[consumer]\nfsync = 1\n", "consumer.fsync: expected true or false, got 1"),
+        ('[redis]\ntls = "on"\n', "redis.tls: expected true or false"),
+        ("[consumer]\nbatch_size = true\n", "consumer.batch_size: expected a number, got true"),
+        ("[consumer]\nbatch_size = 5.0\n", "consumer.batch_size: expected a whole number, got 5.0"),
+        ("[consumer]\nblock_timeout_s = true\n", "consumer.block_timeout_s: expected a number"),
+        (
+            '[[monitor.checks]]\nservice = "api"\nkind = "http"\nurl = "http://x"\n'
+            "expect_status = [200, true]\n",
+            "monitor.checks.0.expect_status: expected a number",
+        ),
+        (
+            '[[alerts.notifiers]]\nkind = "log"\npath = "a.log"\nfsync = "no"\n',
+            "alerts.notifiers.0.log.fsync: expected true or false",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_kind_in_the_file_is_an_error_naming_the_key(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    write_config(tmp_path / "msgrelay.toml", toml)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["yes", "no", "1", "0", "on", "off", "y", ""])
+def test_a_boolean_in_the_environment_is_true_or_false_only(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MSGRELAY_CONSUMER__FSYNC", value)
+
+    with pytest.raises(ConfigError, match=r"consumer\.fsync: expected true or false"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("false", False), ("TRUE", True), ("False", False)]
+)
+def test_true_and_false_in_any_case_are_booleans_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("MSGRELAY_CONSUMER__FSYNC", value)
+    monkeypatch.setenv("MSGRELAY_CONSUMER__BATCH_SIZE", "7")  # numbers from the environment still read
+
+    settings = load_settings()
+
+    assert (settings.consumer.fsync, settings.consumer.batch_size) == (expected, 7)
+
+
+def _scalar_fields() -> list[tuple[str, str, type]]:
+    """(section, key, kind) of every bool / int / float setting of every section."""
+    fields = []
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type)
+        for key, field in model.model_fields.items():
+            kinds = {field.annotation, *get_args(field.annotation)} & {bool, int, float}
+            if kinds:
+                fields.append((section, key, max(kinds, key=[bool, int, float].index)))
+    return fields
+
+
+SCALAR_FIELDS = _scalar_fields()
+NOT_A_BOOLEAN = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8).filter(lambda text: text.strip().lower() not in ("true", "false")),
+)
+
+
+@given(field=st.sampled_from(SCALAR_FIELDS), data=st.data())
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_no_setting_takes_a_value_of_another_kind(field: tuple[str, str, type], data: st.DataObject) -> None:
+    """The kind, over every boolean, whole-number and float setting: a boolean takes only true/false, a
+    number never a boolean, a whole number never a float."""
+    section, key, kind = field
+    if kind is bool:
+        value: object = data.draw(NOT_A_BOOLEAN)
+    elif kind is int:
+        value = data.draw(st.one_of(st.booleans(), st.floats(allow_nan=False)))
+    else:
+        value = data.draw(st.booleans())
+
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: expected"):
+        load_settings(overrides={section: {key: value}})
+
+
+# --- "did you mean" -----------------------------------------------------------------------------------------
+
+
+def test_an_unknown_key_in_the_file_names_the_closest_known_key(tmp_path: Path) -> None:
+    write_config(tmp_path / "msgrelay.toml", "[consumer]\nbatch_sise = 5\n[consumr]\nlog_dir = 'x'\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "consumer.batch_sise: unknown key (did you mean batch_size?)" in str(caught.value)
+    assert "consumr: unknown key (did you mean consumer?)" in str(caught.value)
+
+
+def test_an_unknown_key_of_a_notifier_or_a_check_names_the_closest_key_of_its_kind(tmp_path: Path) -> None:
+    write_config(
+        tmp_path / "msgrelay.toml",
+        '[[alerts.notifiers]]\nkind = "webhook"\nurl = "https://h/x"\nstlye = "slack"\n'
+        '[[monitor.checks]]\nservice = "db"\nkind = "tcp"\nhost = "db"\nport = 5432\nintervall_s = 5\n',
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "alerts.notifiers.0.webhook.stlye: unknown key (did you mean style?)" in str(caught.value)
+    assert "monitor.checks.0.intervall_s: unknown key (did you mean interval_s?)" in str(caught.value)
+
+
+def test_an_unknown_environment_variable_names_the_closest_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSGRELAY_CONSUMER__BATCHSIZE", "5")
+
+    with pytest.raises(ConfigError, match=r"did you mean MSGRELAY_CONSUMER__BATCH_SIZE\?"):
+        load_settings()
+
+
+def _typos(key: str) -> list[str]:
+    """Every one-letter deletion and every swap of two neighbours (those that differ from ``key``)."""
+    deletions = [key[:i] + key[i + 1 :] for i in range(len(key))]
+    swaps = [key[:i] + key[i + 1] + key[i] + key[i + 2 :] for i in range(len(key) - 1)]
+    return sorted({typo for typo in deletions + swaps if typo != key})
+
+
+@pytest.mark.parametrize(("section", "key"), [(s, k) for s, k, _ in SCALAR_FIELDS if len(k) > 4])
+def test_every_one_letter_typo_of_a_key_suggests_that_key(section: str, key: str) -> None:
+    """The kind, over every numeric and boolean key of every section (longer than 4 letters: "db" minus a
+    letter is no longer recognisably "db")."""
+    for typo in _typos(key):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(overrides={section: {typo: 1}})
+        assert f"{section}.{typo}: unknown key (did you mean {key}?)" in str(caught.value), typo
+
+
+# --- the socket timeout outlasts every blocking read (issue 10, section 7) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "socket_timeout_s"),
+    [
+        ({}, 10.0),  # the default blocks of 1 s: the default stands
+        ({"consumer": {"block_timeout_s": 10}}, 15.0),  # the original scripts' timeout
+        ({"consumer": {"batch_wait_s": 20}}, 25.0),
+        ({"alerts": {"block_timeout_s": 12}}, 17.0),
+        ({"alerts": {"group_wait_s": 30}}, 35.0),
+        ({"consumer": {"block_timeout_s": 10}, "redis": {"socket_timeout_s": 60}}, 60.0),  # set: kept
+    ],
+)
+def test_an_unset_socket_timeout_outlasts_the_longest_blocking_read(
+    overrides: dict[str, dict[str, float]], socket_timeout_s: float
+) -> None:
+    settings = load_settings(overrides=overrides)
+
+    assert settings.redis.socket_timeout_s == socket_timeout_s
+    settings.check_blocking_reads("consumer")  # a derived value never conflicts
+    settings.check_blocking_reads("alerts")
+
+
+def test_a_derived_socket_timeout_still_reads_as_unset(tmp_path: Path) -> None:
+    write_config(tmp_path / "msgrelay.toml", "[consumer]\nblock_timeout_s = 10\n[redis]\nhost = 'h'\n")
+
+    settings = load_settings()
+
+    assert settings.redis.socket_timeout_s == 15.0
+    assert settings.redis.model_fields_set == {"host"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "section", "message"),
+    [
+        (
+            {"redis": {"socket_timeout_s": 10}, "consumer": {"block_timeout_s": 10}},
+            "consumer",
+            "redis.socket_timeout_s = 10 must be larger than consumer.block_timeout_s = 10",
+        ),
+        (
+            {"redis": {"socket_timeout_s": 2}, "alerts": {"block_timeout_s": 5}},
+            "alerts",
+            "redis.socket_timeout_s = 2 must be larger than alerts.block_timeout_s = 5",
+        ),
+        (
+            {"redis": {"socket_timeout_s": 3}, "alerts": {"group_wait_s": 4}},
+            "alerts",
+            "redis.socket_timeout_s = 3 must be larger than alerts.group_wait_s = 4",
+        ),
+    ],
+)
+def test_a_socket_timeout_set_shorter_than_a_blocking_read_is_refused_with_both_values(
+    overrides: dict[str, dict[str, float]], section: Literal["consumer", "alerts"], message: str
+) -> None:
+    settings = load_settings(overrides=overrides)
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings.check_blocking_reads(section)

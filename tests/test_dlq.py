@@ -489,12 +489,13 @@ def test_cli_list_shows_one_line_per_dead_letter_and_a_summary(
     one = dlq_cli(run_cli, transport, "list", "--limit", "1")
 
     assert everything.returncode == 0, everything.stderr
-    lines = everything.stdout.splitlines()
+    header, *lines = everything.stdout.splitlines()
+    assert header.split() == ["ID", "REASON", "TYPE", "ORIGIN", "SIZE", "RAW"]
     assert lines[0].split()[:4] == [first, "malformed_json", "-", queue]
     assert lines[0].endswith("{broken")
     assert lines[1].split()[:4] == [second, "poison", "ERROR", queue]
     assert lines[2] == "2 dead letters shown, 2 in msgrelay:dlq"
-    assert [line.split()[0] for line in errors.stdout.splitlines()[:-1]] == [second]
+    assert [line.split()[0] for line in errors.stdout.splitlines()[1:-1]] == [second]
     assert (
         one.stdout.splitlines()[-1] == f"1 dead letter shown, 2 in msgrelay:dlq (next page: --after {first})"
     )
@@ -537,7 +538,7 @@ def test_cli_prints_hostile_raw_bytes_as_visible_escapes(
             assert unsafe not in result.stdout, repr(unsafe)
         assert "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\r\\n\\u202eevil\\u2028\\xff\\xfe" in result.stdout
         assert "[bold]markup[/bold] :warning:" in result.stdout  # as typed: no markup, no emoji
-    assert len(listed.stdout.splitlines()) == 2  # the entry and the summary: no forged lines
+    assert len(listed.stdout.splitlines()) == 3  # the header, the entry and the summary: no forged lines
 
 
 def test_cli_show_prints_every_field_or_fails_clearly(
@@ -605,7 +606,7 @@ def test_cli_replay_by_reason_and_type(
 
     assert (by_type.returncode, by_reason.returncode) == (0, 0)
     assert queued(transport) == [b"WARN: b", b"{a"]
-    assert [line.split()[1] for line in dlq_cli(run_cli, transport, "list").stdout.splitlines()[:-1]] == [
+    assert [line.split()[1] for line in dlq_cli(run_cli, transport, "list").stdout.splitlines()[1:-1]] == [
         "poison"
     ]
 
@@ -714,7 +715,7 @@ def test_cli_applies_the_configured_retention(
 
     assert result.returncode == 0, result.stderr
     assert "retention: trimmed 3 dead letters" in result.stderr  # 1 by age (14 days default), 2 by count
-    assert [line.split()[-1] for line in result.stdout.splitlines()[:-1]] == ["2", "3"]
+    assert [line.split()[-1] for line in result.stdout.splitlines()[1:-1]] == ["2", "3"]
 
 
 def test_cli_reports_an_unreachable_redis_with_its_exit_code(run_cli: RunCli, tmp_path: Path) -> None:

@@ -342,6 +342,45 @@ def test_backlog_and_pending_follow_entries_through_the_pipeline(transport: Tran
     assert transport.backlog() == 2
 
 
+def test_held_elsewhere_tells_what_other_consumers_hold_and_when_it_can_be_taken_over(
+    transport: Transport,
+) -> None:
+    transport.send([f"m{i}".encode() for i in range(3)])
+    transport.fetch("a", 2, 0)
+
+    [held] = transport.held_elsewhere("b", 30.0)
+
+    assert (held.consumer, held.count) == ("a", 2)
+    assert 25.0 < held.available_in_s <= 30.0  # just fetched: a whole claim_idle_s to go
+    assert transport.held_elsewhere("a", 30.0) == []  # never one's own entries
+    assert transport.held_elsewhere("b", 30.0)[0].available_in_s <= held.available_in_s  # counts down
+
+
+def test_entries_held_elsewhere_are_taken_over_once_available(
+    make_settings: Callable[..., Settings], transport_name: str
+) -> None:
+    """The promise behind the number: when available_in_s is over, reclaim hands the entries over."""
+    settings = make_settings(transport_name, consumer={"claim_idle_s": 0.5})
+    transport = create_transport(settings)
+    try:
+        transport.send([b"x", b"y"])
+        transport.fetch("a", 2, 0)
+
+        deadline = time.monotonic() + 10
+        while (held := transport.held_elsewhere("b", 0.5)) and held[0].available_in_s > 0:
+            assert time.monotonic() < deadline, held
+            time.sleep(0.05)
+        taken = transport.reclaim("b", 10, 0.5)
+        while len(taken) < 2 and (more := transport.fetch("b", 10, 0)):  # lists: requeued, fetched one by one
+            taken += more
+
+        assert sorted(raws(taken)) == [b"x", b"y"]
+        [now_held] = transport.held_elsewhere("c", 0.5)
+        assert (now_held.consumer, now_held.count) == ("b", 2)
+    finally:
+        transport.close()
+
+
 # --- lists: duplicates and legacy producers -----------------------------------------------------------
 
 

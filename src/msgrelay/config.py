@@ -14,7 +14,13 @@ The file has one table per section::
 
 Environment variables are ``MSGRELAY_<SECTION>__<KEY>`` (``MSGRELAY_CONSUMER__BATCH_SIZE=500``), and
 ``MSGRELAY_CONFIG`` names the file. Any unknown key, in the file or in the environment, is an error naming it.
-Units are in the names: ``_s`` seconds, ``_bytes`` bytes.
+Units are in the names: ``_s`` seconds, ``_bytes`` bytes. Booleans are ``true`` or ``false``, nothing else
+(see :mod:`msgrelay.settings_table`).
+
+``redis.socket_timeout_s`` left unset is derived from the longest blocking read (``consumer.block_timeout_s``,
+``consumer.batch_wait_s``, ``alerts.block_timeout_s``, ``alerts.group_wait_s``) plus ``BLOCK_MARGIN_S``, never
+below 10 s; set explicitly, ``consume`` and ``notify`` refuse to start when it is not larger than their reads
+(:meth:`Settings.check_blocking_reads`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +43,7 @@ from pydantic_settings import (
 
 from msgrelay.alerting.settings import CheckSettings, ConsoleSettings, NotifierSettings, notifier_name
 from msgrelay.errors import ConfigError
+from msgrelay.settings_table import STRICT_VALUE_ERROR, SettingsTable, did_you_mean, keys_at
 from msgrelay.urls import mask_url
 
 ENV_PREFIX = "MSGRELAY_"
@@ -44,12 +51,16 @@ CONFIG_ENV_VAR = "MSGRELAY_CONFIG"
 NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "MSGRELAY_REDIS_SERVER"})
 """MSGRELAY_* variables that are not settings (the config file; the binary of msgrelay.redis_server)."""
 DEFAULT_CONFIG_FILE = Path("msgrelay.toml")
+DEFAULT_SOCKET_TIMEOUT_S = 10.0
+BLOCK_MARGIN_S = 5.0
+"""A derived socket timeout exceeds the longest blocking read by this much: a blocked ``XREADGROUP`` or
+``BLMOVE`` comes back when its block ends, plus the round trip (milliseconds, even on a loaded server)."""
 
 _config_file: ContextVar[Path | None] = ContextVar("msgrelay_config_file", default=None)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(SettingsTable):
+    """One ``[section]`` of the file."""
 
 
 class RedisSettings(_Section):
@@ -63,7 +74,9 @@ class RedisSettings(_Section):
     password: SecretStr | None = None
     tls: bool = False
     socket_timeout_s: float = Field(
-        10.0, gt=0, description="per-command timeout; must exceed block_timeout_s"
+        DEFAULT_SOCKET_TIMEOUT_S,
+        gt=0,
+        description="per-command timeout; unset: the longest blocking read + 5 s, at least 10 s",
     )
     connect_timeout_s: float = Field(3.0, gt=0)
 
@@ -269,6 +282,33 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    def blocking_reads(self, section: Literal["consumer", "alerts"]) -> dict[str, float]:
+        """The settings that bound one blocking read of ``consume`` (``section="consumer"``) or ``notify``
+        (``"alerts"``), by key: the first read waits ``block_timeout_s``, the reads filling a batch up to
+        ``batch_wait_s`` / ``group_wait_s``. Seconds."""
+        if section == "consumer":
+            return {
+                "consumer.block_timeout_s": self.consumer.block_timeout_s,
+                "consumer.batch_wait_s": self.consumer.batch_wait_s,
+            }
+        return {
+            "alerts.block_timeout_s": self.alerts.block_timeout_s,
+            "alerts.group_wait_s": self.alerts.group_wait_s,
+        }
+
+    def check_blocking_reads(self, section: Literal["consumer", "alerts"]) -> None:
+        """Raise :class:`ConfigError`, naming both keys and values, when ``redis.socket_timeout_s`` is not
+        larger than a blocking read of ``section``: every read that waits that long would end in a socket
+        timeout, a reconnect and a backoff instead of its reply (alerts delivered seconds late)."""
+        socket_timeout = self.redis.socket_timeout_s
+        key, longest = max(self.blocking_reads(section).items(), key=lambda item: item[1])
+        if socket_timeout <= longest:
+            raise ConfigError(
+                f"redis.socket_timeout_s = {socket_timeout:g} must be larger than {key} = {longest:g}: "
+                f"a read blocked that long would time out. Raise redis.socket_timeout_s, or leave it unset "
+                f"to derive it ({key} + {BLOCK_MARGIN_S:g} s)"
+            )
+
 
 def load_settings(
     config_file: Path | None = None,
@@ -288,7 +328,7 @@ def load_settings(
     }
     token = _config_file.set(path)
     try:
-        return Settings(**flags)
+        return _with_derived_socket_timeout(Settings(**flags))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -306,25 +346,52 @@ def _resolve_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path 
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
+def _with_derived_socket_timeout(settings: Settings) -> Settings:
+    """``redis.socket_timeout_s``, unless set, outlasts every blocking read by ``BLOCK_MARGIN_S``."""
+    redis = settings.redis
+    if "socket_timeout_s" in redis.model_fields_set:
+        return settings
+    longest = max(*settings.blocking_reads("consumer").values(), *settings.blocking_reads("alerts").values())
+    derived = max(DEFAULT_SOCKET_TIMEOUT_S, longest + BLOCK_MARGIN_S)
+    if derived == redis.socket_timeout_s:
+        return settings
+    # model_construct keeps the derived value out of model_fields_set: it still reads as "not set".
+    fields = {**dict(redis), "socket_timeout_s": derived}
+    derived_redis = RedisSettings.model_construct(_fields_set=set(redis.model_fields_set), **fields)
+    return settings.model_copy(update={"redis": derived_redis})
+
+
+def _env_var_names() -> list[str]:
+    """Every setting's environment variable: ``MSGRELAY_CONSUMER__BATCH_SIZE`` ..."""
+    names = []
+    for section, info in Settings.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names += [f"{ENV_PREFIX}{section}__{key}".upper() for key in info.annotation.model_fields]
+    return names
+
+
 def _reject_unknown_env(env: Mapping[str, str]) -> None:
-    sections = {name: info.annotation for name, info in Settings.model_fields.items()}
+    known = _env_var_names()
     for var in env:
-        if not var.startswith(ENV_PREFIX) or var in NON_SETTING_ENV_VARS:
+        if not var.startswith(ENV_PREFIX) or var in NON_SETTING_ENV_VARS or var.upper() in known:
             continue
-        section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
-        model = sections.get(section)
-        if model is None or not isinstance(model, type) or key not in model.model_fields:
-            raise ConfigError(
-                f"unknown environment variable {var}: expected MSGRELAY_<SECTION>__<KEY> "
-                f"with SECTION one of {', '.join(s.upper() for s in sections)}"
-            )
+        sections = ", ".join(name.upper() for name in Settings.model_fields)
+        raise ConfigError(
+            f"unknown environment variable {var}{did_you_mean(var.upper(), known)}: expected "
+            f"MSGRELAY_<SECTION>__<KEY> with SECTION one of {sections}"
+        )
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
     problems = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        problems.append(f"{where}: {error['msg']}")
+        loc, message = error["loc"], error["msg"].removeprefix("Value error, ")
+        if error["type"] == STRICT_VALUE_ERROR:
+            context = error.get("ctx", {})
+            loc, message = (*loc, context["key"]), context["problem"]
+        elif error["type"] == "extra_forbidden":
+            message = "unknown key" + did_you_mean(str(loc[-1]), keys_at(Settings, loc[:-1]))
+        problems.append(".".join(str(part) for part in loc) + f": {message}")
     origin = f" (config file: {path})" if path else ""
     return "invalid configuration" + origin + ": " + "; ".join(problems)
 

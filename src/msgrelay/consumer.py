@@ -14,6 +14,9 @@ capped exponential backoff, then dead-lettered. Lines whose *file* cannot be wri
 in memory, owned and kept from being reclaimed, and written again with backoff while the other types keep
 flowing. ``stop()`` (called from a signal handler) lets the current batch finish and settle.
 
+After each batch the consumer pauses ``processing_delay_s`` (0 by default): a throttle, like the sleep between
+batches of the scripts msgrelay replaces. ``stop()`` ends the pause at once.
+
 Cross-cutting behaviour (printing, metrics) plugs in as :class:`ConsumerHook` objects; a hook that raises is
 logged and the consumer goes on.
 """
@@ -88,6 +91,9 @@ class Totals:
     retried: int = 0
     failed_attempts: int = 0
     started: float = field(default_factory=time.monotonic)
+    busy_s: float = 0.0
+    """Seconds spent on batches (reading them when they were there, writing, settling), without the time
+    spent waiting for messages or pausing (``processing_delay_s``)."""
 
     def add(self, result: BatchResult) -> None:
         self.batches += 1
@@ -165,6 +171,8 @@ class Consumer:
         self._reclaiming = True
         self._recovering = True
         self._redelivery_batch = 1 if settings.delivery == "at_least_once" else settings.batch_size
+        self._busy_from = 0.0
+        self._backlog = False
 
     def stop(self) -> None:
         """Finish and settle the current batch, then return from ``run``. Safe from a signal handler."""
@@ -186,7 +194,7 @@ class Consumer:
                 self._maintain()
                 if self._retry_held_if_due(burst):
                     continue
-                deliveries = self._next_work(burst)
+                deliveries = self._timed_next_work(burst)
             except BrokerError as exc:
                 self._broker_failed(exc, burst)
                 continue
@@ -198,6 +206,14 @@ class Consumer:
                 break
         self._leave()
         return self.totals
+
+    def _timed_next_work(self, burst: bool) -> list[Delivery]:
+        started = time.monotonic()
+        deliveries = self._next_work(burst)
+        # A read that may have waited for messages is idle time, not busy time: count the read only when
+        # it could not wait (burst) or the last batch was full (a backlog: the read returned at once).
+        self._busy_from = started if burst or self._backlog else time.monotonic()
+        return deliveries
 
     def _next_work(self, burst: bool) -> list[Delivery]:
         """The next batch, by priority: this name's own unsettled entries, entries abandoned by dead
@@ -287,11 +303,15 @@ class Consumer:
         if not self._held:
             self.totals.failed_attempts = 0
         self._record(result)
-        if len(deliveries) < self.settings.batch_size:
+        self._backlog = len(deliveries) >= self.settings.batch_size
+        if not self._backlog:
             # caught up with the queue: give the memory of what we settled back now (a full Redis needs it)
             self._trim_if(older_than_s=CAUGHT_UP_TRIM_S)
+        self.totals.busy_s += time.monotonic() - self._busy_from
         if self._held and not result.written:
             self._wait_for_held()  # every file we tried is failing: no point in taking more work yet
+        elif self.settings.processing_delay_s > 0:
+            self._stopping.wait(self.settings.processing_delay_s)  # a stop() ends the pause at once
 
     def _record(self, result: BatchResult) -> None:
         self.totals.add(result)

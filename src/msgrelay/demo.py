@@ -32,6 +32,7 @@ from msgrelay.levels import TYPE_FILES
 from msgrelay.monitor import collect_stats
 from msgrelay.producer import Producer
 from msgrelay.redis_server import RedisServer
+from msgrelay.reporting import plural
 from msgrelay.samples import random_messages
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.transport.base import Transport, raw_command, redis_errors
@@ -94,7 +95,7 @@ def run_demo(settings: Settings, *, count: int, console: Console) -> None:
 
         with Producer.from_settings(streams) as producer:
             producer.send_many(itertools.islice(random_messages(seed=None), count))
-        console.print(f"produced {count} messages with the producer library (Redis Streams)")
+        console.print(f"produced {plural(count, 'message')} with the producer library (Redis Streams)")
         legacy = create_transport(lists)
         legacy.client.lpush(lists.queue.buffer_key, *LEGACY_ENTRIES)
         legacy.close()
@@ -105,7 +106,7 @@ def run_demo(settings: Settings, *, count: int, console: Console) -> None:
             totals = _consume(phase, transport)
             console.print(
                 f"consumed {phase.queue.transport}: {totals.written} written, {totals.dead_lettered} "
-                f"dead-lettered, in {totals.batches} batches ({totals.elapsed_s:.2f}s)"
+                f"dead-lettered, in {plural(totals.batches, 'batch', 'batches')} ({totals.elapsed_s:.2f}s)"
             )
             transport.close()
         _print_files(console, log_dir, before)
@@ -180,7 +181,7 @@ def _print_dead_letters(console: Console, transport: Transport) -> None:
     )
     reasons = Counter(fields[b"reason"].decode() for _, fields in entries)
     console.print(
-        f"dead-letter stream {transport.keys.dead_letters()!r}: {len(entries)} entries "
+        f"dead-letter stream {transport.keys.dead_letters()!r}: {plural(len(entries), 'entry', 'entries')} "
         f"{orjson.dumps(dict(reasons)).decode()}; redis memory {stats.redis_used_memory_human}",
         markup=False,
     )

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from msgrelay.consumer import BatchResult, ConsumerHook, Totals
 from msgrelay.deadletter import DeadLetterEntry
+from msgrelay.errors import BrokerConnectionError, BrokerError, BrokerTimeoutError, SinkError
 from msgrelay.monitor import AlertStats, QueueStats
 from msgrelay.sinks.lines import escape as visible
+from msgrelay.transport.base import HeldEntries
 
 RAW_PREVIEW_CHARS = 80
 """How much of a dead letter's raw entry ``msgrelay dlq list`` shows without ``--raw``."""
@@ -21,8 +25,19 @@ REPORT_INTERVAL_S = 0.5
 """At most two batch lines a second: faster batches are summed into one line, so printing never slows us."""
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 message``, ``0 messages``, ``2 entries`` (``plural(n, "entry", "entries")``)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def now_iso() -> str:
+    """The current time as the log lines write it: ISO 8601 UTC with milliseconds."""
+    return _iso(time.time())
+
+
 class BatchReporter(ConsumerHook):
-    """Prints each batch (messages, written, dead-lettered, success rate), coalescing fast ones."""
+    """Prints each batch (time, messages, written, dead-lettered, success rate), coalescing fast ones, and
+    each failure (what failed, when the next attempt is)."""
 
     def __init__(self, console: Console, *, interval_s: float = REPORT_INTERVAL_S) -> None:
         self.console = console
@@ -50,31 +65,75 @@ class BatchReporter(ConsumerHook):
         dead = sum(b.dead_lettered for b in batches)
         last = totals.batches
         label = f"batch {last}" if len(batches) == 1 else f"batches {self._first_batch}-{last}"
-        rate = 100.0 * written / fetched if fetched else 100.0
         recovered = " (recovered)" if any(b.recovered for b in batches) else ""
-        self.console.print(
-            f"{label}: {fetched} messages, {written} written, {dead} dead-lettered, "
-            f"success {rate:.1f}%{recovered} | total {totals.written} written",
-            markup=False,
+        print_plain(
+            self.console,
+            f"{now_iso()} {label}: {plural(fetched, 'message')}, {written} written, {dead} dead-lettered"
+            f"{_success(written, fetched)}{recovered} | total {totals.written} written",
         )
         self._pending = []
         self._first_batch = last + 1
 
     def on_failure(self, error: Exception, retry_in_s: float) -> None:
-        self.console.print(f"batch not settled, retrying in {retry_in_s:.1f}s: {error}", markup=False)
+        print_plain(
+            self.console, f"{now_iso()} {_what_failed(error)}, retrying in {retry_in_s:.1f}s: {error}"
+        )
+
+
+def _what_failed(error: Exception) -> str:
+    if isinstance(error, SinkError):
+        return "log file not writable (its lines are held, not acknowledged)"
+    if isinstance(error, BrokerConnectionError | BrokerTimeoutError):
+        return "Redis unavailable"
+    if isinstance(error, BrokerError):
+        return "Redis refused a command"
+    return "batch failed"
+
+
+def _success(written: int, fetched: int) -> str:
+    """``, success 99.5%``; nothing when there was nothing to succeed at."""
+    return f", success {100.0 * written / fetched:.1f}%" if fetched else ""
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{seconds:.2f}s ({count / seconds:,.0f} msgs/s)" if seconds > 0 and count else f"{seconds:.2f}s"
 
 
 def print_totals(console: Console, totals: Totals, *, stopped_by_signal: bool) -> None:
-    elapsed = totals.elapsed_s
-    rate = totals.fetched / elapsed if elapsed > 0 else 0.0
-    success = 100.0 * totals.written / totals.fetched if totals.fetched else 100.0
+    """The run's last line: counts, the wall time and the busy time (without waits and pauses), each with
+    its rate, so an hour mostly idle does not read as a slow consumer."""
     how = "stopped by signal after finishing its batch" if stopped_by_signal else "done"
-    console.print(
-        f"{how}: {totals.batches} batches, {totals.fetched} messages, {totals.written} written, "
-        f"{totals.dead_lettered} dead-lettered, success {success:.1f}%, "
-        f"{elapsed:.2f}s ({rate:,.0f} msgs/s)",
-        markup=False,
+    counts = (
+        f"{plural(totals.batches, 'batch', 'batches')}, {plural(totals.fetched, 'message')}, "
+        f"{totals.written} written, {totals.dead_lettered} dead-lettered"
     )
+    times = f"in {_rate(totals.fetched, totals.elapsed_s)}, busy {_rate(totals.fetched, totals.busy_s)}"
+    print_plain(console, f"{how}: {counts}{_success(totals.written, totals.fetched)}, {times}")
+
+
+def print_held_elsewhere(console: Console, held: Sequence[HeldEntries], claim_idle_s: float) -> None:
+    """Entries other consumers hold, which this run could not take: why a burst found nothing, and when it
+    will (``claim_idle_s`` after the holder last touched them)."""
+    for each in held:
+        entries = plural(each.count, "entry", "entries")
+        when = f"in {each.available_in_s:.0f} s" if each.available_in_s >= 0.5 else "now"
+        them = "it" if each.count == 1 else "them"
+        print_plain(
+            console,
+            f"{entries} pending for consumer {visible(each.consumer)}, available for take-over {when} "
+            f"(consumer.claim_idle_s = {claim_idle_s:g}; `msgrelay consume --name {visible(each.consumer)}` "
+            f"takes {them} back at once)",
+        )
+
+
+def print_columns(console: Console, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain table: a header line, then one line per row, columns aligned (the last one is not padded,
+    so a long raw entry or comment does not widen the others). Cells must be single-line, safe text."""
+    widths = [max(cell_len(row[i]) for row in (headers, *rows)) for i in range(len(headers) - 1)]
+    for row in (headers, *rows):
+        cells = [cell + " " * (width - cell_len(cell)) for cell, width in zip(row, widths, strict=False)]
+        line = "  ".join([*cells, row[-1]])
+        print_plain(console, line if row[-1] else line.rstrip())  # keep a raw entry's trailing spaces
 
 
 def print_stats(console: Console, stats: QueueStats) -> None:
@@ -136,22 +195,30 @@ def print_plain(console: Console, text: str) -> None:
     console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
+DEAD_LETTER_COLUMNS = ("ID", "REASON", "TYPE", "ORIGIN", "SIZE", "RAW")
+
+
 def print_dead_letters(console: Console, entries: list[DeadLetterEntry], *, full_raw: bool) -> None:
-    """One line per dead letter: id, reason, type, origin, size, then the raw entry (a preview unless
-    ``full_raw``)."""
+    """A header, then one line per dead letter: id, reason, type, origin, size, then the raw entry (a
+    preview unless ``full_raw``)."""
+    rows = []
     for entry in entries:
         raw = shown_raw(entry.raw)
         if not full_raw and len(raw) > RAW_PREVIEW_CHARS:
             raw = raw[:RAW_PREVIEW_CHARS] + "..."
         size = f"{entry.raw_size}B" + (" truncated" if entry.truncated else "")
-        fields = (
-            entry.id,
-            visible(entry.reason),
-            visible(entry.msg_type) or "-",
-            visible(entry.origin),
-            size,
+        rows.append(
+            (
+                entry.id,
+                visible(entry.reason),
+                visible(entry.msg_type) or "-",
+                visible(entry.origin),
+                size,
+                raw,
+            )
         )
-        print_plain(console, "  ".join((*fields, raw)))
+    if rows:
+        print_columns(console, DEAD_LETTER_COLUMNS, rows)
 
 
 def print_dead_letter(console: Console, entry: DeadLetterEntry) -> None:

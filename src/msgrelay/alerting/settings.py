@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from msgrelay.errors import ConfigError
+from msgrelay.settings_table import SettingsTable
 
 TWITTER_API: Final = "https://api.twitter.com"
 """The host tweepy's v2 client hard-codes in ``BaseClient.request``."""
@@ -35,13 +36,11 @@ _REQUIRED_OF_KIND: dict[str, tuple[str, ...]] = {
 }
 
 
-class CheckSettings(BaseModel):
+class CheckSettings(SettingsTable):
     """One monitored service, as written in the config (``[[monitor.checks]]``).
 
     ``expect_status`` unset means any 2xx or 3xx. A field of another kind of check is an error, so a typo
     like ``host`` on an HTTP check is not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     service: str = Field(min_length=1)
     kind: CheckKind
@@ -75,8 +74,8 @@ _ALL_KIND_FIELDS = frozenset().union(*_FIELDS_OF_KIND.values())
 # --- notifiers ---------------------------------------------------------------------------------------------
 
 
-class _Kind(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Kind(SettingsTable):
+    """One ``[[alerts.notifiers]]`` table, tagged by its ``kind``."""
 
 
 class ConsoleSettings(_Kind):

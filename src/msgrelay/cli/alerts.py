@@ -30,6 +30,8 @@ from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import ConfigError
 from msgrelay.forgetting import ConsumerForgetting
+from msgrelay.reporting import plural, print_columns, print_plain
+from msgrelay.sinks.lines import escape as visible
 
 silence_app = typer.Typer(
     help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
@@ -43,9 +45,13 @@ def register(app: typer.Typer) -> None:
 
 
 def alert(
-    message: Annotated[str, typer.Argument(help="What happened, e.g. 'connection refused'.")],
-    service: Annotated[str, typer.Option("--service", "-s", help="The service the alert is about.")],
-    status: Annotated[str, typer.Option("--status", help="DOWN or UP.")] = "DOWN",
+    message: Annotated[
+        str, typer.Argument(metavar="MESSAGE", help="What happened, e.g. 'connection refused'.")
+    ],
+    service: Annotated[
+        str, typer.Option("--service", "-s", metavar="SERVICE", help="The service the alert is about.")
+    ],
+    status: Annotated[str, typer.Option("--status", metavar="DOWN|UP", help="DOWN or UP.")] = "DOWN",
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: AlertTransportOpt = None,
@@ -98,7 +104,9 @@ def notify(
     burst: Annotated[
         bool, typer.Option("--burst", help="Deliver what is queued and due, then exit.")
     ] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Consumer name (default host-pid).")
+    ] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: AlertTransportOpt = None,
@@ -110,6 +118,7 @@ def notify(
     from msgrelay.alerting.settings import notifier_name  # noqa: PLC0415
 
     settings = alert_settings(config, redis_url, transport)
+    settings.check_blocking_reads("alerts")
     alerts = settings.alerts
     notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
     stop = threading.Event()
@@ -137,11 +146,11 @@ def notify(
         for notifier in notifiers.values():
             notifier.close()
         alert_transport.close()
-    err.print(
-        f"done: {totals.received} alerts read, {totals.dead_lettered} dead-lettered; {totals.queued} "
-        f"notifications queued, {totals.sent} sent, {totals.deferred} deferred, {totals.retried} retried, "
-        f"{totals.failed} failed for good",
-        markup=False,
+    print_plain(
+        err,
+        f"done: {plural(totals.received, 'alert')} read, {totals.dead_lettered} dead-lettered; "
+        f"{plural(totals.queued, 'notification')} queued, {totals.sent} sent, {totals.deferred} deferred, "
+        f"{totals.retried} retried, {totals.failed} failed for good",
     )
 
 
@@ -157,9 +166,14 @@ def _silence_store(config: Path | None, redis_url: str | None) -> Iterator[Silen
 
 @silence_app.command("add")
 def silence_add(
-    service: Annotated[str, typer.Option("--service", "-s", help="A service name or a glob ('payments-*').")],
-    duration: Annotated[str, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d, 1h30m.")],
-    comment: Annotated[str, typer.Option("--comment", help="Why (shown by list).")] = "",
+    service: Annotated[
+        str,
+        typer.Option("--service", "-s", metavar="SERVICE", help="A service name or a glob ('payments-*')."),
+    ],
+    duration: Annotated[
+        str, typer.Option("--for", metavar="DURATION", help="How long: 90s, 30m, 2h, 1d, 1h30m.")
+    ],
+    comment: Annotated[str, typer.Option("--comment", metavar="TEXT", help="Why (shown by list).")] = "",
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
 ) -> None:
@@ -185,11 +199,13 @@ def silence_list(
     now = time.time()
     with _silence_store(config, redis_url) as store:
         silences = store.all(now) if everything else store.active(now)
-    for silence in silences:
-        state = "until" if silence.until > now else "expired"
-        line = f"{silence.id}  {silence.service}  {state} {utc(silence.until)}  {silence.comment}"
-        out.print(line.rstrip(), markup=False)
-    if not silences:
+    rows = [
+        (s.id, visible(s.service), "active" if s.until > now else "expired", utc(s.until), visible(s.comment))
+        for s in silences
+    ]
+    if rows:
+        print_columns(out, ("ID", "SERVICE", "STATE", "UNTIL", "COMMENT"), rows)
+    else:
         err.print("no silences", markup=False)
 
 

@@ -17,6 +17,7 @@ from msgrelay import __version__
 from msgrelay.cli import alerts, dlq, logs, ops
 from msgrelay.cli.common import err, out
 from msgrelay.cli.exit_codes import HINTS, exit_code_for
+from msgrelay.cli.help import use_plain_help
 from msgrelay.errors import MsgrelayError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ alerts.register(app)  # alert, monitor, notify
 ops.register(app)  # stats, demo
 app.add_typer(alerts.silence_app, name="silence")
 app.add_typer(dlq.dlq_app, name="dlq")
+use_plain_help(app)  # after every command is added: help texts verbatim, readable metavars
 
 
 def _version(value: bool) -> None:

@@ -21,10 +21,17 @@ err = Console(stderr=True, highlight=False)
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML file (default: ./msgrelay.toml).")
 ]
-RedisUrlOpt = Annotated[str | None, typer.Option("--redis-url", help="redis://, rediss:// or unix:// URL.")]
-TransportOpt = Annotated[str | None, typer.Option("--transport", "-t", help="streams (default) or lists.")]
+RedisUrlOpt = Annotated[
+    str | None, typer.Option("--redis-url", metavar="URL", help="redis://, rediss:// or unix:// URL.")
+]
+TransportOpt = Annotated[
+    str | None, typer.Option("--transport", "-t", metavar="streams|lists", help="streams (default) or lists.")
+]
 AlertTransportOpt = Annotated[
-    str | None, typer.Option("--transport", "-t", help="streams (default) or lists (tweet_queue).")
+    str | None,
+    typer.Option(
+        "--transport", "-t", metavar="streams|lists", help="streams (default) or lists (tweet_queue)."
+    ),
 ]
 
 

@@ -14,15 +14,18 @@ from msgrelay.cli.common import ConfigOpt, RedisUrlOpt, TransportOpt, cli_settin
 from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.dlq import ALL, DeadLetterFilter, DeadLetterStore, Selection, is_entry_id
 from msgrelay.dlq_replay import SKIP_REASONS, ReplayResult, replay_targets
-from msgrelay.reporting import print_dead_letter, print_dead_letters, print_plain
+from msgrelay.reporting import plural, print_dead_letter, print_dead_letters, print_plain
 from msgrelay.sinks.lines import escape as visible
 from msgrelay.transport.connection import create_transport
 
 dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter store.", no_args_is_help=True)
 
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason (oversize, ...).")]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", metavar="REASON", help="Only this reason (oversize, ...).")
+]
 TypeFilterOpt = Annotated[
-    str | None, typer.Option("--type", help="Only this message type (dead letters that decoded).")
+    str | None,
+    typer.Option("--type", metavar="TYPE", help="Only this message type (dead letters that decoded)."),
 ]
 EntryIdsArg = Annotated[
     list[str] | None,
@@ -69,9 +72,13 @@ def _selection(ids: list[str] | None, everything: bool, where: DeadLetterFilter,
 def dlq_list(
     reason: ReasonOpt = None,
     msg_type: TypeFilterOpt = None,
-    origin: Annotated[str | None, typer.Option("--origin", help="Only from this queue key.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 100,
-    after: Annotated[str | None, typer.Option("--after", help="Start after this id (next page).")] = None,
+    origin: Annotated[
+        str | None, typer.Option("--origin", metavar="KEY", help="Only from this queue key.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, metavar="N", help="At most this many.")] = 100,
+    after: Annotated[
+        str | None, typer.Option("--after", metavar="ID", help="Start after this id (next page).")
+    ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="The whole raw entry, not a preview.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOpt = None,
@@ -180,4 +187,4 @@ def dlq_purge(
 
 
 def _dead_letters(count: int) -> str:
-    return f"{count} dead letter" + ("" if count == 1 else "s")
+    return plural(count, "dead letter")

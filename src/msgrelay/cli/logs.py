@@ -14,14 +14,14 @@ from msgrelay.cli.common import ConfigOpt, RedisUrlOpt, TransportOpt, cli_settin
 from msgrelay.config import ConsumerSettings, Settings
 from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
-from msgrelay.errors import ConfigError, UnsafeRedisError
+from msgrelay.errors import BrokerError, ConfigError, UnsafeRedisError
 from msgrelay.forgetting import ConsumerForgetting
 from msgrelay.producer import Producer, send_with_resends
-from msgrelay.reporting import BatchReporter, print_totals
+from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, print_plain, print_totals
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
-from msgrelay.transport.base import Transport
+from msgrelay.transport.base import HeldEntries, Transport
 from msgrelay.transport.connection import create_transport
 
 SEND_RESEND_FOR_S = 5.0
@@ -37,9 +37,12 @@ def register(app: typer.Typer) -> None:
 def send(
     text: Annotated[str, typer.Argument(help="The message text.")],
     msg_type: Annotated[
-        str, typer.Option("--type", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
+        str, typer.Option("--type", metavar="TYPE", help="INFO, WARNING, ERROR, DEBUG or a synonym.")
     ] = "INFO",
-    field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Extra field key=value.")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", "-f", metavar="KEY=VALUE", help="An extra field (repeat for more)."),
+    ] = None,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
     transport: TransportOpt = None,
@@ -62,15 +65,29 @@ def _parse_field(item: str) -> tuple[str, str]:
 
 def produce(
     count: Annotated[
-        int | None, typer.Option("--count", "-n", help="Messages to send; 0 = until Ctrl-C. [max_messages]")
+        int | None,
+        typer.Option(
+            "--count", "-n", metavar="N", help="Messages to send; 0 = until stopped. [producer.max_messages]"
+        ),
     ] = None,
-    delay: Annotated[float | None, typer.Option("--delay", help="Seconds between messages.")] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delay", metavar="SECONDS", help="Pause between messages. [producer.delay_between_messages_s]"
+        ),
+    ] = None,
     rate: Annotated[
-        float | None, typer.Option("--rate", help="Messages per second (overrides --delay).")
+        float | None,
+        typer.Option(
+            "--rate", metavar="N", help="Messages per second (overrides --delay). [producer.rate_per_s]"
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible messages.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", metavar="N", help="Seed for reproducible messages.")
+    ] = None,
     id_log: Annotated[
-        Path | None, typer.Option("--id-log", help="Append 'id type' of every sent message here.")
+        Path | None,
+        typer.Option("--id-log", metavar="PATH", help="Append 'id type' of every sent message here."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config: ConfigOpt = None,
@@ -80,14 +97,18 @@ def produce(
     """Generate realistic random system messages (INFO/WARNING/ERROR/DEBUG) and send them."""
     from msgrelay.generate import run_generator  # noqa: PLC0415 - keeps `msgrelay --help` fast
 
+    stop = threading.Event()  # SIGTERM as SIGINT: finish the chunk in flight, log its ids, exit 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     producer_flags = {"max_messages": count, "delay_between_messages_s": delay, "rate_per_s": rate}
     settings = cli_settings(config, redis_url, transport, producer=producer_flags)
     with Producer.from_settings(settings) as producer:
-        sent = run_generator(producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet)
-    out.print(
-        f"sent {sent} messages to {producer.transport.name} queue {producer.transport.keys.queue!r}",
-        markup=False,
-    )
+        sent = run_generator(
+            producer, settings.producer, seed=seed, id_log=id_log, console=err, quiet=quiet, stop=stop
+        )
+    how = "stopped by signal: " if stop.is_set() else ""
+    queue = f"{producer.transport.name} queue {producer.transport.keys.queue!r}"
+    print_plain(out, f"{how}sent {plural(sent, 'message')} to {queue}")
 
 
 YOUNG_GC_THRESHOLD = 20_000
@@ -103,32 +124,65 @@ def _collect_garbage_per_batch() -> None:
 
 
 def consume(
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            metavar="N",
+            help="Most entries per batch (default 500). [consumer.batch_size]",
+        ),
+    ] = None,
     batch_wait: Annotated[
-        float | None, typer.Option("--batch-wait", help="Seconds to wait to fill a batch.")
+        float | None,
+        typer.Option("--batch-wait", metavar="SECONDS", help="Wait to fill a batch. [consumer.batch_wait_s]"),
     ] = None,
     processing_delay: Annotated[
-        float | None, typer.Option("--processing-delay", help="Pause after each batch (s).")
+        float | None,
+        typer.Option(
+            "--processing-delay",
+            metavar="SECONDS",
+            help="Pause after each batch. [consumer.processing_delay_s]",
+        ),
     ] = None,
     block_timeout: Annotated[
-        float | None, typer.Option("--block-timeout", help="Seconds one read waits.")
+        float | None,
+        typer.Option(
+            "--block-timeout", metavar="SECONDS", help="How long one read waits. [consumer.block_timeout_s]"
+        ),
     ] = None,
     log_dir: Annotated[
-        Path | None, typer.Option("--log-dir", help="Folder of the per-type log files.")
+        Path | None,
+        typer.Option(
+            "--log-dir", metavar="PATH", help="Folder of the per-type log files. [consumer.log_dir]"
+        ),
     ] = None,
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync before each ack.")] = None,
-    line_format: Annotated[str | None, typer.Option("--format", help="text or json lines.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Consumer name (default host-pid).")] = None,
+    line_format: Annotated[
+        str | None, typer.Option("--format", metavar="text|json", help="Log line format.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Consumer name (default host-pid).")
+    ] = None,
     claim_idle: Annotated[
         float | None,
-        typer.Option("--claim-idle", help="Seconds before a silent consumer's entries are taken over."),
+        typer.Option(
+            "--claim-idle",
+            metavar="SECONDS",
+            help="Idle time after which a silent consumer's entries are taken over. [consumer.claim_idle_s]",
+        ),
     ] = None,
     max_deliveries: Annotated[
-        int | None, typer.Option("--max-deliveries", help="Deliveries before an entry is dead-lettered.")
+        int | None,
+        typer.Option("--max-deliveries", metavar="N", help="Deliveries before an entry is dead-lettered."),
     ] = None,
     delivery: Annotated[
         str | None,
-        typer.Option("--delivery", help="at_least_once (default) or effectively_once (no duplicate line)."),
+        typer.Option(
+            "--delivery",
+            metavar="MODE",
+            help="at_least_once (default) or effectively_once (no duplicate line).",
+        ),
     ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Drain what is queued, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the totals.")] = False,
@@ -184,12 +238,23 @@ def consume(
     _collect_garbage_per_batch()
     try:
         totals = consumer.run(burst=burst)
+        held = _held_elsewhere(queue_transport, name, cs.claim_idle_s) if burst else []
     finally:
         sink.close()
         queue_transport.close()
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
+    print_held_elsewhere(out, held, cs.claim_idle_s)
+
+
+def _held_elsewhere(queue_transport: Transport, name: str, claim_idle_s: float) -> list[HeldEntries]:
+    """A burst ends when nothing is left that it may take: what other consumers still hold, and until when.
+    Only a notice: a Redis failure here must not fail a run that did its work."""
+    try:
+        return queue_transport.held_elsewhere(name, claim_idle_s)
+    except BrokerError:
+        return []
 
 
 def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
@@ -201,13 +266,17 @@ def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) 
 
 def _check_timeouts(settings: Settings) -> None:
     cs = settings.consumer
-    if settings.redis.socket_timeout_s <= cs.block_timeout_s:
-        raise ConfigError("redis.socket_timeout_s must be larger than consumer.block_timeout_s")
-    if cs.claim_idle_s <= cs.block_timeout_s:
-        raise ConfigError(
-            "consumer.claim_idle_s must be larger than consumer.block_timeout_s, or live consumers "
-            "would look dead to each other"
-        )
+    settings.check_blocking_reads("consumer")
+    # A consumer renews its liveness between reads and pauses, never during one.
+    for key, seconds in (
+        ("block_timeout_s", cs.block_timeout_s),
+        ("processing_delay_s", cs.processing_delay_s),
+    ):
+        if cs.claim_idle_s <= seconds:
+            raise ConfigError(
+                f"consumer.claim_idle_s = {cs.claim_idle_s:g} must be larger than consumer.{key} = "
+                f"{seconds:g}, or live consumers would look dead to each other"
+            )
 
 
 def _check_server(queue_transport: Transport, settings: Settings) -> None:

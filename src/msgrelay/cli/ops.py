@@ -66,7 +66,7 @@ def config_show(
 
 
 def demo(
-    count: Annotated[int, typer.Option("--count", "-n", help="Messages to produce.")] = 4000,
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", help="Messages to produce.")] = 4000,
     config: ConfigOpt = None,
     redis_url: RedisUrlOpt = None,
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
@@ -74,6 +75,16 @@ _TRANSIENT_PREFIXES = (
 def _transient(exc: redis.exceptions.ResponseError) -> bool:
     """Whether an error reply goes away on its own (memory freed, failover over, script finished)."""
     return isinstance(exc, _TRANSIENT_CLASSES) or str(exc).lstrip().upper().startswith(_TRANSIENT_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEntries:
+    """Entries another consumer holds unsettled: ``count`` of them, the first of which a live consumer can
+    take over in ``available_in_s`` seconds (0: now)."""
+
+    consumer: str
+    count: int
+    available_in_s: float
 
 
 class Transport(ABC):
@@ -151,6 +162,10 @@ class Transport(ABC):
     @abstractmethod
     def pending(self) -> dict[str, int]:
         """Consumer name -> entries it holds but has not settled."""
+
+    @abstractmethod
+    def held_elsewhere(self, consumer: str, min_idle_s: float) -> list[HeldEntries]:
+        """What consumers other than ``consumer`` hold, and when ``reclaim(..., min_idle_s)`` can take it."""
 
     def stats(self) -> dict[str, int]:
         """The counters in the stats hash."""

@@ -23,7 +23,7 @@ from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
 from msgrelay.transport import scripts
-from msgrelay.transport.base import Transport, raw_command, redis_errors
+from msgrelay.transport.base import HeldEntries, Transport, raw_command, redis_errors
 
 DEFAULT_HEARTBEAT_TTL_S = 30.0
 
@@ -181,6 +181,20 @@ class ListTransport(Transport):
                 pipe.exists(self.keys.heartbeat(name), self.keys.processing(name))
             alive_or_holding = pipe.execute()
         return {name for name, found in zip(names, alive_or_holding, strict=True) if not found}
+
+    def held_elsewhere(self, consumer: str, min_idle_s: float) -> list[HeldEntries]:
+        """The reaper requeues a processing list once its owner's heartbeat has expired: its TTL is the
+        wait (liveness is ``heartbeat_ttl_s`` here, so ``min_idle_s`` is not used)."""
+        held = {name: count for name, count in self.pending().items() if name != consumer and count}
+        with redis_errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for name in held:
+                pipe.pttl(self.keys.heartbeat(name))
+            ttls_ms = pipe.execute()
+        return [
+            HeldEntries(name, count, max(0, int(ttl_ms)) / 1000)  # -2: no heartbeat, so available now
+            for (name, count), ttl_ms in zip(held.items(), ttls_ms, strict=True)
+        ]
 
     def leave(self, consumer: str) -> None:
         """Unregister and stop the heartbeat, unless the consumer still holds entries (then the reaper will

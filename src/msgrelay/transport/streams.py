@@ -25,7 +25,7 @@ from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
 from msgrelay.transport import scripts
-from msgrelay.transport.base import Transport, raw_command, redis_errors
+from msgrelay.transport.base import HeldEntries, Transport, raw_command, redis_errors
 
 StreamEntry = list[Any]
 """An entry as hiredis parses it: ``[id, [field, value, field, value ...]]``; the fields are None for an
@@ -33,6 +33,9 @@ entry deleted while pending."""
 LiveEntry = tuple[bytes, list[bytes]]
 
 BACKLOG_SCAN_LIMIT = 100_000
+HELD_SCAN_LIMIT = 100
+"""Pending entries per consumer ``held_elsewhere`` looks at for the longest idle (the oldest ids: the first
+delivered)."""
 """On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
 
 _RETRY_FIELDS = frozenset((STREAM_PAYLOAD_FIELD, b"n", b"e"))
@@ -251,6 +254,20 @@ class StreamTransport(Transport):
             except redis.exceptions.ResponseError:
                 return {}
         return {c["name"].decode(): int(c["pending"]) for c in consumers}
+
+    def held_elsewhere(self, consumer: str, min_idle_s: float) -> list[HeldEntries]:
+        """XAUTOCLAIM takes an entry once it has been idle ``min_idle_s``: the soonest is the most idle."""
+        held = []
+        for name, count in self.pending().items():
+            if name == consumer or not count:
+                continue
+            with redis_errors(self.url):
+                oldest = self.client.xpending_range(
+                    self.keys.queue, self.group, "-", "+", HELD_SCAN_LIMIT, name
+                )
+            idle_s = max((int(row["time_since_delivered"]) for row in oldest), default=0) / 1000
+            held.append(HeldEntries(name, count, max(0.0, min_idle_s - idle_s)))
+        return held
 
     def leave(self, consumer: str) -> None:
         """Remove the consumer from the group if it holds nothing (keeps XINFO CONSUMERS short)."""
