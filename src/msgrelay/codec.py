@@ -7,14 +7,16 @@ Accepted input, checked in this order (the first failure is the dead-letter reas
 ``invalid_utf8``    the bytes are not UTF-8
 ``malformed_json``  starts with ``{`` but is not one JSON object (includes NaN, >64-bit ints, deep nesting)
 ``missing_text``    a JSON object with none of ``text`` / ``message`` / ``msg``
-``invalid_field``   a known field with the wrong JSON type (text not a string, id too long ...)
+``invalid_field``   a known field with the wrong JSON type or out of range (text not a string, id too long,
+                    a time that is not one or not between 1970 and 5138 ...)
 ``unknown_type``    a level word that is not in :data:`msgrelay.levels.LEVEL_ALIASES`
 ==================  ===============================================================================
 
 In a JSON object the text is ``text`` (or ``message``, ``msg``), the type ``type`` (or ``level``,
 ``severity``, ``levelname``; absent means INFO), the time ``ts`` (or ``timestamp``, ``time``: epoch
-seconds or ISO 8601; absent means now) and the id ``id`` (absent: see :func:`fallback_id`). The first alias
-present wins; the others, and every other key, stay as the message's extra fields.
+seconds, milliseconds, microseconds or nanoseconds, or ISO 8601, from 1970 to 5138: see
+:mod:`msgrelay.ingest.timestamps`; absent means now) and the id ``id`` (absent: see :func:`fallback_id`).
+The first alias present wins; the others, and every other key, stay as the message's extra fields.
 
 Anything that does not start with ``{`` is a plain text line: an optional leading level word
 (``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO.
@@ -25,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from datetime import UTC, datetime
 from typing import Final
 
 import orjson
 
 from msgrelay.errors import DecodeError
+from msgrelay.ingest.timestamps import EARLIEST_S, LATEST_S, epoch_seconds
 from msgrelay.levels import DEFAULT_TYPE, LOG_TYPES, normalize_level
 from msgrelay.message import JSONValue, Message, new_message
 
@@ -129,7 +131,9 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         msg_type = _decode_type(type_word, fields, raw)
     if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
         msg_id = _decode_id(msg_id, raw, source_id)
-    return new_message(msg_id, msg_type, text, ts if type(ts) is float else decode_timestamp(ts, raw), fields)
+    # Our producer's time (float epoch seconds, in range) is settled by one comparison; the rest is parsed.
+    ts = ts if type(ts) is float and EARLIEST_S <= ts < LATEST_S else epoch_seconds(ts, raw)
+    return new_message(msg_id, msg_type, text, ts, fields)
 
 
 def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
@@ -208,22 +212,6 @@ def _decode_id(value: JSONValue, raw: bytes, source_id: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
         raise DecodeError("invalid_field", f"id must be a string of 1 to {MAX_ID_LENGTH} characters", raw)
     return value
-
-
-def decode_timestamp(value: JSONValue, raw: bytes) -> float:
-    """Epoch seconds from a number or ISO 8601 (absent: now), or :class:`DecodeError` ``invalid_field``."""
-    if value is None:
-        return time.time()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-            # A time without an offset is read as UTC, never as this machine's local time.
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-        except ValueError:
-            pass
-    raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)
 
 
 def _decode_text_line(raw: bytes, source_id: str) -> Message:

@@ -28,8 +28,9 @@ from typing import Final
 import orjson
 
 from msgrelay.alerting.model import Alert, JSONValue, Status
-from msgrelay.codec import decode_timestamp, load_json_object
+from msgrelay.codec import load_json_object
 from msgrelay.errors import DecodeError
+from msgrelay.ingest.timestamps import epoch_seconds
 
 MAX_SERVICE_LENGTH: Final = 200
 ALERT_KEYS: Final = frozenset(("service", "status", "message", "timestamp"))
@@ -65,7 +66,7 @@ def decode_alert(raw: bytes, *, max_bytes: int) -> Alert:
         service=service.strip(),
         status=_status(status, raw),
         message=_message(message, raw),
-        timestamp=decode_timestamp(fields.pop("timestamp", None), raw),
+        timestamp=epoch_seconds(fields.pop("timestamp", None), raw),
         fields=fields,
     )
 

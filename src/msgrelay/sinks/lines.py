@@ -72,10 +72,13 @@ def _iso(ts: float) -> str:
 
 
 def _iso_slow(ts: float) -> str:
+    """Times before 1970 (and the calendar's ends): what datetime prints. A time outside years 1..9999
+    raises ``ValueError``: the first field of a line is an ISO 8601 time, always, so such a message is a
+    reject of the sink, never a line (the decoder never lets one through: see ingest.timestamps)."""
     try:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):  # a timestamp outside what datetime can show
-        return repr(ts)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"time {ts!r} is outside the years 1 to 9999 a line can show") from None
 
 
 def _visible_surrogates(value: object) -> object:
