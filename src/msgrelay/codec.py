@@ -19,7 +19,8 @@ seconds, milliseconds, microseconds or nanoseconds, or ISO 8601, from 1970 to 51
 The first alias present wins; the others, and every other key, stay as the message's extra fields.
 
 Anything that does not start with ``{`` is a plain text line: an optional leading level word
-(``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO.
+(``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO; one trailing ``\n``
+or ``\r\n`` is not part of its text. A UTF-8 byte order mark before either form is skipped.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TYPE_KEYS: Final = ("type", "level", "severity", "levelname")
 TS_KEYS: Final = ("ts", "timestamp", "time")
 ENVELOPE_KEYS: Final = frozenset(("id", "type", "text", "ts"))
 """The keys of our own wire format; a producer's extra fields may not use them."""
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 MAX_ID_LENGTH: Final = 128
 MAX_NESTING: Final = 128
 """Deepest nesting of objects and lists accepted; orjson cannot write back much deeper (254 levels)."""
@@ -77,9 +79,26 @@ def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
     """
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
-    if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
+    if raw[:1] == b"{":  # our producer's entries: settled by one comparison
+        return _decode_object(raw, source_id)
+    if raw[:3] == UTF8_BOM:
+        return _without_bom(raw, source_id)
+    if raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
         return _decode_object(raw, source_id)
     return _decode_text_line(raw, source_id)
+
+
+def _without_bom(raw: bytes, source_id: str) -> Message:
+    """An entry behind a UTF-8 byte order mark (what some Windows tools write first): decoded without it,
+    as RFC 8259 section 8.1 allows a JSON parser to do, so ``{"level":"error"...}`` stays an ERROR; a
+    refusal keeps the whole raw entry."""
+    body = raw[3:]  # one mark only: a second one is content (and an entry of marks no recursion)
+    try:
+        if body.lstrip()[:1] == b"{":
+            return _decode_object(body, source_id)
+        return _decode_text_line(body, source_id)
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, exc.detail, raw) from None
 
 
 def fallback_id(raw: bytes, source_id: str) -> str:
@@ -219,6 +238,8 @@ def _decode_text_line(raw: bytes, source_id: str) -> Message:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", str(exc), raw) from None
+    if line[-1:] == "\n":  # one line end, as `redis-cli -x` or `echo ... |` sends it, is not part of the text
+        line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
     msg_type, text, fields = DEFAULT_TYPE, line, {}
     match = _TEXT_LEVEL.match(line)
     if match:
