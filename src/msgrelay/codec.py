@@ -101,6 +101,20 @@ def _without_bom(raw: bytes, source_id: str) -> Message:
         raise DecodeError(exc.reason, exc.detail, raw) from None
 
 
+def visible_surrogates(value: JSONValue) -> JSONValue:
+    """``value`` with every lone surrogate in its strings (keys too) written as the visible text ``\\udcXX``.
+
+    A lone surrogate is what ``os.fsdecode`` makes of a file name that is not UTF-8; UTF-8, hence JSON on the
+    wire, cannot carry one. Written this way it shows in the line exactly as the line writer escapes one."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {visible_surrogates(key): visible_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [visible_surrogates(item) for item in value]
+    return value
+
+
 def fallback_id(raw: bytes, source_id: str) -> str:
     """The id of a message pushed without one: the stream entry id, else a digest of the raw bytes.
 

@@ -19,6 +19,7 @@ from typing import Final
 
 import orjson
 
+from msgrelay.codec import visible_surrogates
 from msgrelay.message import Message
 
 _UNSAFE: Final = re.compile(
@@ -81,23 +82,12 @@ def _iso_slow(ts: float) -> str:
         raise ValueError(f"time {ts!r} is outside the years 1 to 9999 a line can show") from None
 
 
-def _visible_surrogates(value: object) -> object:
-    """``value`` with every lone surrogate in its strings written as the visible text ``\\udXXX``."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_visible_surrogates(key): _visible_surrogates(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_visible_surrogates(item) for item in value]
-    return value
-
-
 def _safe_json(value: object) -> str:
     # orjson escapes C0 controls itself; the rest of the unsafe set becomes \uXXXX, which stays valid JSON.
     try:
         dumped = orjson.dumps(value)
     except orjson.JSONEncodeError:  # lone surrogates, which orjson refuses to write
-        dumped = orjson.dumps(_visible_surrogates(value))
+        dumped = orjson.dumps(visible_surrogates(value))
     if dumped.isascii() and b"\x7f" not in dumped:  # orjson escaped every other unsafe ASCII character
         return dumped.decode()
     return _UNSAFE.sub(_escape_json_char, dumped.decode())
