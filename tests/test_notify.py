@@ -226,12 +226,20 @@ def test_5xx_is_retried_with_capped_backoff_then_dead_lettered_with_the_last_err
     assert "gave up after 3 attempts" in letter.detail and "503" in letter.detail
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"service":"db","status":"DOWN","timestamp":1642234567}',
+        b'{"service":"db","status":"DOWN","message":"","timestamp":1642234567}',  # notified before
+        b'{"service":"db","status":"DOWN","message":"  ","timestamp":1642234567}',
+    ],
+)
 def test_an_alert_without_a_message_is_dead_lettered_and_acknowledged(
-    serve: type[Server], make_loop: MakeLoop
+    serve: type[Server], make_loop: MakeLoop, raw: bytes
 ) -> None:
     server = serve(Reply(200))
     loop = make_loop(server)
-    push(loop.transport, b'{"service":"db","status":"DOWN","timestamp":1642234567}')
+    push(loop.transport, raw)
     cycle(loop)
 
     [letter] = DeadLetterStore.from_transport(loop.transport).list()

@@ -16,7 +16,7 @@ in this order (the dead-letter reason):
 ``missing_service`` no ``service``, or not a non-empty string of at most 200 characters
 ``missing_status``  no ``status``
 ``invalid_status``  a status other than DOWN or UP
-``missing_message`` no ``message``, or not a string
+``missing_message`` no ``message``, or not a string, or an empty or blank one
 ``invalid_field``   a ``timestamp`` that is neither epoch seconds nor ISO 8601
 ==================  ===============================================================================
 """
@@ -81,6 +81,8 @@ def _status(value: JSONValue, raw: bytes) -> Status:
 
 
 def _message(value: JSONValue, raw: bytes) -> str:
-    if not isinstance(value, str):
+    # An empty or blank text says no more than a missing one: refused the same way (and `msgrelay alert -s db
+    # ""` with it, since the command applies this check before pushing).
+    if not isinstance(value, str) or not value.strip():
         raise DecodeError("missing_message", "no 'message' text: an alert must say what happened", raw)
     return value
