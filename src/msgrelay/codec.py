@@ -154,7 +154,7 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         or type(msg_id) is float
         or (type(ts) is float and not -_WIDE < ts < _WIDE)
     ):
-        _check_depth_and_width(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
+        refuse_unwritable(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
     if type(text) is not str:
@@ -182,8 +182,9 @@ def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
     )
 
 
-def _check_depth_and_width(raw: bytes, obj: dict[str, JSONValue]) -> None:
-    """Refuse what we could not write back faithfully: too deep a nesting, or an integer over 64 bits."""
+def refuse_unwritable(raw: bytes, obj: dict[str, JSONValue]) -> None:
+    """Refuse (``malformed_json``) what we could not write back faithfully: nesting deeper than
+    :data:`MAX_NESTING` (orjson writes at most 254 levels), or an integer over 64 bits (read as a float)."""
     if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
         raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
     if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):

@@ -5,19 +5,20 @@ What producers push (the monitor, ``msgrelay alert``, or by hand)::
     redis-cli LPUSH tweet_queue \
         '{"service":"db","status":"DOWN","message":"connection refused","timestamp":1642234567}'
 
-``status`` is ``DOWN`` or ``UP`` in any case; ``timestamp`` is epoch seconds or ISO 8601 (absent: the time it
-is read); other keys are kept as the alert's fields. What cannot be an alert is refused with a reason, checked
-in this order (the dead-letter reason):
+``status`` is ``DOWN`` or ``UP`` in any case; ``timestamp`` is a time as for log messages (epoch seconds,
+milliseconds, microseconds or nanoseconds, or ISO 8601; absent: the time it is read); other keys are kept as
+the alert's fields. What cannot be an alert is refused with a reason, checked in this order (the dead-letter
+reason):
 
 ==================  ===============================================================================
 ``oversize``        the raw entry is longer than ``max_bytes``
 ``invalid_utf8``    the bytes are not UTF-8
-``malformed_json``  not one JSON object
+``malformed_json``  not one JSON object, or nested deeper than 128 levels, or an integer over 64 bits
 ``missing_service`` no ``service``, or not a non-empty string of at most 200 characters
 ``missing_status``  no ``status``
 ``invalid_status``  a status other than DOWN or UP
 ``missing_message`` no ``message``, or not a string, or an empty or blank one
-``invalid_field``   a ``timestamp`` that is neither epoch seconds nor ISO 8601
+``invalid_field``   a ``timestamp`` that is not a time, or out of range (:mod:`msgrelay.ingest.timestamps`)
 ==================  ===============================================================================
 """
 
@@ -28,7 +29,7 @@ from typing import Final
 import orjson
 
 from msgrelay.alerting.model import Alert, JSONValue, Status
-from msgrelay.codec import load_json_object
+from msgrelay.codec import load_json_object, refuse_unwritable
 from msgrelay.errors import DecodeError
 from msgrelay.ingest.timestamps import epoch_seconds
 
@@ -53,6 +54,8 @@ def decode_alert(raw: bytes, *, max_bytes: int) -> Alert:
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
     fields = load_json_object(raw)
+    # As for log messages (one cap for both): an alert nested deeper could not be written to the outbox
+    refuse_unwritable(raw, fields)
     service, status, message = (
         fields.pop("service", None),
         fields.pop("status", None),

@@ -135,6 +135,7 @@ def notify(
         batch_size=alerts.batch_size,
         max_message_bytes=alerts.max_message_bytes,
         claim_idle_s=settings.consumer.claim_idle_s,
+        max_deliveries=settings.consumer.max_deliveries,
         group_wait_s=0.0 if burst else alerts.group_wait_s,
         housekeeping=forgetting.forget_if_due,
     )
