@@ -7,6 +7,7 @@ and the error text, its batch-mates are written, nothing stays pending, and the 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -178,3 +179,26 @@ def test_a_field_name_given_twice_keeps_every_value(
     assert letter[b"reason"] == b"invalid_field"  # the text is not one string: said, not guessed
     assert orjson.loads(letter[b"raw"]) == {"message": ["a", "b"], "k": "v"}
     assert_nothing_pending(redis_client, settings)
+
+
+def test_a_lists_delivery_count_gone_astray_never_stops_a_fetch(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    # Given effectively-once consumers (suspects are not isolated) and a delivery count in the deliveries
+    # hash that is not a number: the fetch script's reply then lists fewer counts than entries (a Lua nil
+    # ends the array), which raised IndexError in fetch, every time
+    config = make_settings("lists", consumer={"delivery": "effectively_once"})
+    transport = create_transport(config)
+    try:
+        redis_client.lpush(config.queue.buffer_key, b"first", b"second", b"third")
+        deliveries = transport.keys.deliveries()
+        redis_client.hset(deliveries, hashlib.sha1(b"first").hexdigest(), 1)  # the script's key
+        redis_client.hset(deliveries, hashlib.sha1(b"second").hexdigest(), "not a number")
+
+        # When a consumer fetches them
+        fetched = transport.fetch("c1", 10, 0)
+
+        # Then it gets all three, counting what it can read (a lost count reads as a first delivery)
+        assert [(d.raw, d.attempt) for d in fetched] == [(b"first", 2), (b"second", 1), (b"third", 1)]
+    finally:
+        transport.close()
