@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -139,6 +140,16 @@ def test_alert_command_refuses_an_empty_message_like_a_missing_one_and_pushes_no
     assert done.stderr.strip().count("\n") == 0
     assert "missing_message" in done.stderr and "Traceback" not in done.stderr
     assert redis_client.keys("*") == []
+
+
+def test_alert_command_sends_an_argument_that_is_not_utf8_as_a_visible_escape(
+    run_cli: RunCli, redis_client: redis.Redis
+) -> None:
+    done = run_cli("alert", "-s", "db", os.fsdecode(b"cannot read caf\xe9.db"))  # a traceback before
+
+    assert done.returncode == 0, done.stderr
+    [(_, fields)] = redis_client.xrange("msgrelay:alerts")
+    assert decode_alert(fields[b"m"], max_bytes=LIMIT).message == "cannot read caf\\udce9.db"
 
 
 def test_alerts_pushed_by_hand_with_lpush_are_read_from_tweet_queue(
