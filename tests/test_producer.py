@@ -294,7 +294,7 @@ def test_any_text_is_sent_and_reads_back_with_its_surrogates_visible(
     # Any str a caller holds, surrogates included, is sent; what is not UTF-8 arrives as visible text
     if key in ENVELOPE_KEYS:
         return
-    producer.send("info", text, **{key: value})
+    producer.send_many([("info", text, {key: value})])
 
     [delivery] = reader.fetch("reader", 10, 0)
     message = decode(delivery.raw, max_bytes=1 << 20)
