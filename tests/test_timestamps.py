@@ -7,6 +7,7 @@ Alerts follow the same rules (one parser: ``msgrelay.ingest.timestamps``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from msgrelay.alerting.codec import decode_alert
 from msgrelay.codec import decode
 from msgrelay.errors import DecodeError
-from msgrelay.ingest.timestamps import EARLIEST_S, LATEST_S
+from msgrelay.ingest.timestamps import EARLIEST_S, LATEST_S, epoch_seconds
 from msgrelay.sinks.lines import json_line, text_line
 
 LIMIT = 64 * 1024
@@ -113,6 +114,24 @@ def test_times_out_of_range_or_not_times_are_invalid_field(read: Reader, value: 
         read(value)
     assert refused.value.reason == "invalid_field"
     assert len(refused.value.detail) < 200
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [-0.0, 0.0, -5e-324, 5e-324, LATEST_S, math.nextafter(LATEST_S, 0), math.nextafter(LATEST_S, math.inf)],
+)
+def test_the_decoders_fast_path_for_float_seconds_keeps_the_one_range(ts: float) -> None:
+    # Our producer's float seconds skip the parser (one comparison, with the range written as literals):
+    # the result is the parser's all the same (from 1e11 on, milliseconds; below 0, refused)
+    raw = orjson.dumps({"text": "x", "ts": ts})
+    try:
+        expected = epoch_seconds(ts, raw)
+    except DecodeError:
+        with pytest.raises(DecodeError, match="invalid_field"):
+            decode(raw, max_bytes=LIMIT)
+        return
+    assert decode(raw, max_bytes=LIMIT).ts == expected
+    assert (expected == ts) == (EARLIEST_S <= ts < LATEST_S)
 
 
 def test_a_time_too_large_for_json_doubles_is_malformed_json_not_a_crash() -> None:
