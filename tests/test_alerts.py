@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -60,6 +61,8 @@ def test_an_alert_without_a_timestamp_is_stamped_when_read() -> None:
         (b'{"service":"db","status":7,"message":"x"}', "invalid_status"),
         (b'{"service":"db","status":"DOWN","timestamp":1642234567}', "missing_message"),
         (b'{"service":"db","status":"DOWN","message":null}', "missing_message"),
+        (b'{"service":"db","status":"DOWN","message":""}', "missing_message"),  # accepted before
+        (b'{"service":"db","status":"DOWN","message":" \\t\\n\\u3000"}', "missing_message"),
         (b'{"service":"db","status":"DOWN","message":"x","timestamp":"yesterday"}', "invalid_field"),
     ],
 )
@@ -74,7 +77,7 @@ def test_what_cannot_be_an_alert_is_refused_with_its_reason(raw: bytes, reason: 
 @given(
     service=st.text(min_size=1, max_size=50).filter(lambda s: s.strip() == s and s),
     status=st.sampled_from(Status),
-    message=st.text(max_size=200),
+    message=st.text(max_size=200).filter(str.strip),
     timestamp=st.floats(min_value=0, max_value=4e9),
     fields=st.dictionaries(
         st.text(max_size=8).filter(lambda k: k not in ("service", "status", "message", "timestamp")),
@@ -125,6 +128,28 @@ def test_alert_command_refuses_an_invalid_status_in_one_line_and_pushes_nothing(
     assert done.stderr.strip().count("\n") == 0
     assert "invalid_status" in done.stderr and "Traceback" not in done.stderr
     assert redis_client.keys("*") == []
+
+
+@pytest.mark.parametrize("message", ["", "   ", "\t"])
+def test_alert_command_refuses_an_empty_message_like_a_missing_one_and_pushes_nothing(
+    run_cli: RunCli, redis_client: redis.Redis, message: str
+) -> None:
+    done = run_cli("alert", "-s", "db", message)
+
+    assert done.returncode == 7  # ExitCode.INVALID_MESSAGE, as for any alert notify would dead-letter
+    assert done.stderr.strip().count("\n") == 0
+    assert "missing_message" in done.stderr and "Traceback" not in done.stderr
+    assert redis_client.keys("*") == []
+
+
+def test_alert_command_sends_an_argument_that_is_not_utf8_as_a_visible_escape(
+    run_cli: RunCli, redis_client: redis.Redis
+) -> None:
+    done = run_cli("alert", "-s", "db", os.fsdecode(b"cannot read caf\xe9.db"))  # a traceback before
+
+    assert done.returncode == 0, done.stderr
+    [(_, fields)] = redis_client.xrange("msgrelay:alerts")
+    assert decode_alert(fields[b"m"], max_bytes=LIMIT).message == "cannot read caf\\udce9.db"
 
 
 def test_alerts_pushed_by_hand_with_lpush_are_read_from_tweet_queue(

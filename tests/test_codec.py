@@ -6,6 +6,8 @@ import time
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from msgrelay.codec import MAX_ID_LENGTH, decode, encode, fallback_id
 from msgrelay.errors import DecodeError, MessageError
@@ -420,3 +422,89 @@ def test_producer_id_wins_over_the_transport_fallback() -> None:
 def test_iso_timestamp_without_offset_is_utc_not_local_time() -> None:
     message = decode(as_json(text="x", ts="2022-01-15T08:16:07"), max_bytes=LIMIT)
     assert message.ts == 1642234567.0
+
+
+# --- what producers' tools add around an entry: a byte order mark, a line end (issue 10, section 7) -------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_utf8_bom_before_json_is_skipped_and_the_level_kept() -> None:
+    # Written by Windows tools (PowerShell's Out-File, Notepad); today the entry became INFO plain text.
+    message = ok(BOM + b'{"level":"error","message":"disk full","ts":1732873505}')
+    assert (message.type, message.text, message.ts) == ("ERROR", "disk full", 1732873505.0)
+
+
+def test_a_utf8_bom_before_a_plain_text_line_is_skipped() -> None:
+    assert (ok(BOM + b"ERROR: disk full").type, ok(BOM + b"ERROR: disk full").text) == ("ERROR", "disk full")
+
+
+def test_an_entry_behind_a_bom_that_is_refused_keeps_its_whole_raw_bytes() -> None:
+    raw = BOM + b'{"level":"error"}'
+    with pytest.raises(DecodeError) as refused:
+        ok(raw)
+    assert (refused.value.reason, refused.value.raw) == ("missing_text", raw)
+
+
+def test_only_one_bom_is_skipped_and_an_entry_of_marks_is_no_recursion() -> None:
+    assert ok(BOM + BOM + b"ERROR: x").text == "\ufeffERROR: x"  # a second mark is content
+    assert ok(BOM * 20_000).type == "INFO"
+
+
+entries = st.one_of(
+    st.builds(
+        lambda text, level, host: orjson.dumps({"text": text, "level": level, "host": host, "ts": 1.5}),
+        st.text(st.characters(blacklist_categories=["Cs"])),
+        st.sampled_from(sorted(LEVEL_ALIASES)),
+        st.text(st.characters(blacklist_categories=["Cs"]), max_size=5),
+    ),
+    st.text(st.characters(blacklist_categories=["Cs"])).map(str.encode),
+    st.binary(max_size=40),
+)
+
+
+@example(raw=BOM)
+@example(raw=b"")
+@given(raw=entries)
+def test_any_entry_behind_a_bom_reads_as_the_entry_alone(raw: bytes) -> None:
+    if raw.startswith(BOM):
+        return  # a second mark is content (see above)
+    try:
+        alone = ok(raw)
+    except DecodeError as refused:
+        assert reason_of(BOM + raw) == refused.reason
+        return
+    behind = ok(BOM + raw)
+    assert (behind.id, behind.type, behind.text, behind.fields) == (
+        alone.id,
+        alone.type,
+        alone.text,
+        alone.fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"ERROR: disk full\n", "disk full"),  # redis-cli -x LPUSH message_buffer < file
+        (b"ERROR: disk full\r\n", "disk full"),
+        (b"disk full\n\n", "disk full\n"),  # one line end only: the rest is the text's
+        (b"disk full\r", "disk full\r"),
+        (b"\n", ""),
+        (b'{"text":"disk full\\n"}', "disk full\n"),  # a JSON text is exactly what it says
+    ],
+)
+def test_one_trailing_line_end_of_a_plain_text_entry_is_not_part_of_its_text(raw: bytes, text: str) -> None:
+    assert ok(raw).text == text
+
+
+@given(text=st.text(st.characters(blacklist_categories=["Cs"])), end=st.sampled_from(["\n", "\r\n"]))
+def test_any_plain_text_entry_reads_the_same_with_one_line_end(text: str, end: str) -> None:
+    try:
+        alone = ok(text.encode())
+    except DecodeError:
+        return  # JSON that is not a message: not a plain text entry
+    if text.lstrip().startswith(("{", "\ufeff")) or text.endswith(("\r", "\n")):
+        return  # JSON, or a text that ends a line itself (the table above has those)
+    with_end = ok((text + end).encode())
+    assert (with_end.type, with_end.text, with_end.fields) == (alone.type, alone.text, alone.fields)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msgrelay.alerting.model import Notification, NotificationKind
-from msgrelay.alerting.notify import OutboxItem
+from msgrelay.alerting.outbox import OutboxItem
 from msgrelay.config import Settings
 from msgrelay.consumer import Consumer
 from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetter

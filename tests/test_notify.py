@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
 import redis
 
 from local_servers import Reply, Server
+from msgrelay.alerting import notify as notify_module
 from msgrelay.alerting.codec import encode_alert
 from msgrelay.alerting.model import Alert, Notification, Status
 from msgrelay.alerting.notifiers import WebhookNotifier
@@ -72,6 +74,7 @@ def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[
         max_attempts: int = 8,
         notifier: object = None,
         group_wait_s: float = 0.0,
+        max_deliveries: int = 5,
     ) -> NotifyLoop:
         hook = notifier or WebhookNotifier(server.url(), name=HOOK, timeout_s=2.0)
         if isinstance(hook, WebhookNotifier):
@@ -84,7 +87,7 @@ def make_loop(new_transport: Callable[[], Transport], clock: Clock) -> Iterator[
         )
         return NotifyLoop(
             new_transport(), {HOOK: hook}, policy, name=name, batch_size=5, clock=clock, claim_idle_s=0.2,
-            group_wait_s=group_wait_s,
+            group_wait_s=group_wait_s, max_deliveries=max_deliveries,
         )  # type: ignore[dict-item]  # fmt: skip
 
     yield make
@@ -226,12 +229,20 @@ def test_5xx_is_retried_with_capped_backoff_then_dead_lettered_with_the_last_err
     assert "gave up after 3 attempts" in letter.detail and "503" in letter.detail
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"service":"db","status":"DOWN","timestamp":1642234567}',
+        b'{"service":"db","status":"DOWN","message":"","timestamp":1642234567}',  # notified before
+        b'{"service":"db","status":"DOWN","message":"  ","timestamp":1642234567}',
+    ],
+)
 def test_an_alert_without_a_message_is_dead_lettered_and_acknowledged(
-    serve: type[Server], make_loop: MakeLoop
+    serve: type[Server], make_loop: MakeLoop, raw: bytes
 ) -> None:
     server = serve(Reply(200))
     loop = make_loop(server)
-    push(loop.transport, b'{"service":"db","status":"DOWN","timestamp":1642234567}')
+    push(loop.transport, raw)
     cycle(loop)
 
     [letter] = DeadLetterStore.from_transport(loop.transport).list()
@@ -361,3 +372,164 @@ def test_alerts_arriving_within_the_group_wait_become_one_notification(
 
     [body] = posted(server)
     assert body["text"] == "🔴 2 services DOWN: db (connection refused); api (connection refused)"
+
+
+# --- one alert can never crash or wedge notify (issue 10, section 3) ----------------------------------------
+
+
+def letters(loop: NotifyLoop) -> list[tuple[str, str]]:
+    return [
+        (letter.reason, letter.detail) for letter in DeadLetterStore.from_transport(loop.transport).list()
+    ]
+
+
+def deep_alert(depth: int) -> bytes:
+    nested = b"[" * depth + b"]" * depth
+    return b'{"service":"deep","status":"DOWN","message":"x","timestamp":1642234567,"extra":' + nested + b"}"
+
+
+def test_an_alert_nested_300_deep_is_dead_lettered_and_its_batch_mates_notified(
+    serve: type[Server], make_loop: MakeLoop
+) -> None:
+    # notify crash-looped on it: decoded without a nesting cap, then orjson refused to write it to the outbox
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, deep_alert(300), down("api"), deep_alert(127))  # 1 + 127 levels: the cap, kept
+
+    cycle(loop)
+
+    assert [(reason, "nested deeper than 128" in detail) for reason, detail in letters(loop)] == [
+        ("malformed_json", True)
+    ]
+    [body] = posted(server)
+    assert body["text"].startswith("🔴 2 services DOWN: api (connection refused); deep (x)")
+    assert sum(loop.transport.pending().values()) == 0
+
+
+@pytest.mark.parametrize("timestamp", [b"1e300", b"-1e18", b'"0001-01-01T00:00:00+14:00"', b"-1"])
+def test_an_alert_time_out_of_range_is_dead_lettered_and_never_stored_in_a_state(
+    serve: type[Server], make_loop: MakeLoop, redis_client: redis.Redis, timestamp: bytes
+) -> None:
+    # Stored as a service's "since", it crashed every later "still DOWN" render
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, b'{"service":"db","status":"DOWN","message":"x","timestamp":' + timestamp + b"}")
+
+    cycle(loop)
+
+    [(reason, detail)] = letters(loop)
+    assert reason == "invalid_field" and "out of range" in detail
+    assert redis_client.hgetall(loop.transport.keys.alert_states()) == {}
+    assert server.received == []
+
+
+def test_an_alert_time_in_milliseconds_is_read_as_such_and_renders_in_a_repeat(
+    serve: type[Server], make_loop: MakeLoop, clock: Clock
+) -> None:
+    # The issue's 1642234567000: milliseconds, by magnitude (it was read as seconds, the year 53,000)
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, b'{"service":"db","status":"DOWN","message":"x","timestamp":1642234567000}')
+    cycle(loop)
+    clock.now = T0 + 3600  # the repeat interval
+    push(loop.transport, down(at=clock.now))
+
+    cycle(loop)
+
+    assert [body["text"] for body in posted(server)] == [
+        "🔴 db is DOWN: x",
+        "🔴 db is still DOWN (since 2022-01-15 08:16 UTC): connection refused",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "text"),
+    [  # what an older version could have stored, or anything else found in the states hash
+        (b'{"status":"DOWN","since":1e300,"notified":"DOWN","notified_at":0}', "🔴 db is still DOWN: x"),
+        (
+            b'{"status":"DOWN","since":1642234567000,"notified":"DOWN","notified_at":0}',
+            "🔴 db is still DOWN: x",
+        ),
+        (b'{"status":"DOWN","since":-1e18,"notified":"DOWN","notified_at":0}', "🔴 db is still DOWN: x"),
+        (b'{"status":"DOWN","since":null,"notified":"DOWN"}', "🔴 db is DOWN: x"),
+        (b'{"status":"SIDEWAYS","since":0}', "🔴 db is DOWN: x"),
+        (b"not json", "🔴 db is DOWN: x"),
+    ],
+)
+def test_a_bad_stored_state_never_crashes_the_render(
+    serve: type[Server], make_loop: MakeLoop, redis_client: redis.Redis, stored: bytes, text: str
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    redis_client.hset(loop.transport.keys.alert_states(), "db", stored)
+    push(loop.transport, b'{"service":"db","status":"DOWN","message":"x","timestamp":1642234567}')
+
+    cycle(loop)
+
+    assert [body["text"] for body in posted(server)] == [text]  # a state it cannot use is not known
+    assert letters(loop) == []
+    assert sum(loop.transport.pending().values()) == 0
+
+
+def test_an_alert_delivered_more_than_max_deliveries_times_is_dead_lettered(
+    serve: type[Server], make_loop: MakeLoop, new_transport: Callable[[], Transport]
+) -> None:
+    # Given an alert that every notify consumer took and died on (it is handed back again and again)
+    server = serve(Reply(200))
+    loop = make_loop(server, max_deliveries=3)
+    push(loop.transport, down())
+    taker = new_transport()
+    assert len(taker.fetch("n1", 10, 0)) == 1
+    for _ in range(3):  # each restart of n1 recovered it and crashed: one delivery more each time
+        assert len(taker.recover("n1", 10)) == 1
+
+    # When the consumer starts again
+    cycle(loop)
+
+    # Then it is dead-lettered, not taken once more, and acknowledged
+    [(reason, detail)] = letters(loop)
+    assert reason == "max_deliveries" and "delivered 5 times" in detail
+    assert server.received == []
+    assert sum(loop.transport.pending().values()) == 0
+
+
+def test_an_outbox_item_that_cannot_be_read_is_dead_lettered_and_delivery_goes_on(
+    serve: type[Server], make_loop: MakeLoop, redis_client: redis.Redis
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    redis_client.zadd(loop.transport.keys.outbox(), {b"left by an older version": 0, b'{"alerts":[{}]}': 0})
+    push(loop.transport, down())
+
+    cycle(loop)
+
+    assert [reason for reason, _ in letters(loop)] == ["unreadable_entry", "unreadable_entry"]
+    assert [body["text"] for body in posted(server)] == ["🔴 db is DOWN: connection refused"]
+    assert outbox(redis_client, loop.transport) == []
+
+
+@pytest.mark.parametrize("step", ["decode_alert", "group"])
+def test_any_error_in_one_alerts_decode_or_render_costs_that_alert_only(
+    serve: type[Server], make_loop: MakeLoop, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    # Given a bug in decoding or rendering that only one alert triggers
+    real = getattr(notify_module, step)
+
+    def buggy(*args: Any, **kwargs: Any) -> Any:
+        if "buggy" in repr(args):
+            raise ZeroDivisionError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(notify_module, step, buggy)
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    push(loop.transport, down("db"), down("buggy"), down("api"))
+
+    cycle(loop)
+
+    assert letters(loop) == [
+        (f"{'decode' if step == 'decode_alert' else 'render'}_crash", "ZeroDivisionError: a bug")
+    ]
+    [body] = posted(server)
+    assert body["text"] == "🔴 2 services DOWN: db (connection refused); api (connection refused)"
+    assert sum(loop.transport.pending().values()) == 0

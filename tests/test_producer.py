@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,12 +14,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from msgrelay.codec import ENVELOPE_KEYS, encode
+from msgrelay.codec import ENVELOPE_KEYS, decode, encode, visible_surrogates
 from msgrelay.config import Settings, load_settings
 from msgrelay.errors import BrokerConnectionError, MessageError, MessageTooLarge
 from msgrelay.keys import Stat
 from msgrelay.message import Message
-from msgrelay.producer import CHUNK_BYTES, Producer
+from msgrelay.producer import CHUNK_BYTES, MessageSpec, Producer
 from msgrelay.redis_server import free_tcp_port
 from msgrelay.transport import Transport, create_transport
 
@@ -252,3 +255,61 @@ def test_big_messages_go_out_in_chunks_of_bounded_bytes(
     sent_with = commands.get("cmdstat_evalsha") or commands.get("cmdstat_lpush")
     assert len(ids) == 5
     assert sent_with["calls"] == 3  # 2 + 2 + 1, not one 5-message command
+
+
+# --- a lone surrogate (a file name from os.fsdecode) is sent as a visible escape (issue 10, section 7) ------
+
+NOT_UTF8_NAME = os.fsdecode(b"report-caf\xe9.txt")  # 'report-caf\udce9.txt': what a log call gets handed
+ANY_CHAR = st.characters() | st.integers(0xD800, 0xDFFF).map(chr)  # st.characters() never makes surrogates
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ("info", NOT_UTF8_NAME),
+        ("info", "saved", {"file": NOT_UTF8_NAME}),  # string fields: the msgspec path
+        ("info", "saved", {"file": NOT_UTF8_NAME, "bytes": 12}),  # the orjson path
+        ("info", "saved", {NOT_UTF8_NAME: 1.5}),
+        Message("m-1", "INFO", NOT_UTF8_NAME, 1.5, {"file": [NOT_UTF8_NAME]}),
+    ],
+)
+def test_a_lone_surrogate_is_sent_as_the_visible_escape_lines_show(
+    producer: Producer, reader: Transport, spec: MessageSpec
+) -> None:
+    # Before: MessageError "not JSON-serialisable" (send) or UnicodeEncodeError: a log call failed on one byte
+    [msg_id] = producer.send_many([spec])
+
+    [wire] = stored(reader)
+    assert wire["id"] == msg_id
+    shown = orjson.dumps(wire).decode()
+    assert "report-caf\\\\udce9.txt" in shown  # the six visible characters \udce9, JSON-escaped
+    assert "\\udce9" not in shown.replace("\\\\udce9", "")
+
+
+@examples(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(ANY_CHAR), value=st.text(ANY_CHAR, max_size=8), key=st.text(ANY_CHAR, max_size=8))
+def test_any_text_is_sent_and_reads_back_with_its_surrogates_visible(
+    producer: Producer, reader: Transport, text: str, value: str, key: str
+) -> None:
+    # Any str a caller holds, surrogates included, is sent; what is not UTF-8 arrives as visible text
+    if key in ENVELOPE_KEYS:
+        return
+    producer.send_many([("info", text, {key: value})])
+
+    [delivery] = reader.fetch("reader", 10, 0)
+    message = decode(delivery.raw, max_bytes=1 << 20)
+    assert message.text == visible_surrogates(text)
+    assert message.fields == {visible_surrogates(key): visible_surrogates(value)}
+
+
+def test_msgrelay_send_writes_a_file_name_that_is_not_utf8_as_a_visible_escape(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], transport_name: str, tmp_path: Path
+) -> None:
+    sent = run_cli("send", "--type", "ERROR", f"cannot open {NOT_UTF8_NAME}", "-t", transport_name)
+    assert sent.returncode == 0, sent.stderr
+
+    consumed = run_cli("consume", "--burst", "--log-dir", "logs", "-t", transport_name)
+
+    assert consumed.returncode == 0, consumed.stderr
+    line = (tmp_path / "logs" / "error.log").read_text("utf-8")
+    assert line.endswith(f" ERROR {sent.stdout.strip()} cannot open report-caf\\udce9.txt\n")

@@ -7,17 +7,20 @@ Accepted input, checked in this order (the first failure is the dead-letter reas
 ``invalid_utf8``    the bytes are not UTF-8
 ``malformed_json``  starts with ``{`` but is not one JSON object (includes NaN, >64-bit ints, deep nesting)
 ``missing_text``    a JSON object with none of ``text`` / ``message`` / ``msg``
-``invalid_field``   a known field with the wrong JSON type (text not a string, id too long ...)
+``invalid_field``   a known field with the wrong JSON type or out of range (text not a string, id too long,
+                    a time that is not one or not between 1970 and 5138 ...)
 ``unknown_type``    a level word that is not in :data:`msgrelay.levels.LEVEL_ALIASES`
 ==================  ===============================================================================
 
 In a JSON object the text is ``text`` (or ``message``, ``msg``), the type ``type`` (or ``level``,
 ``severity``, ``levelname``; absent means INFO), the time ``ts`` (or ``timestamp``, ``time``: epoch
-seconds or ISO 8601; absent means now) and the id ``id`` (absent: see :func:`fallback_id`). The first alias
-present wins; the others, and every other key, stay as the message's extra fields.
+seconds, milliseconds, microseconds or nanoseconds, or ISO 8601, from 1970 to 5138: see
+:mod:`msgrelay.ingest.timestamps`; absent means now) and the id ``id`` (absent: see :func:`fallback_id`).
+The first alias present wins; the others, and every other key, stay as the message's extra fields.
 
 Anything that does not start with ``{`` is a plain text line: an optional leading level word
-(``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO.
+(``ERROR: ...``, ``[warn] ...``, ``CRITICAL - ...``) gives its type, else it is INFO; one trailing ``\n``
+or ``\r\n`` is not part of its text. A UTF-8 byte order mark before either form is skipped.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from datetime import UTC, datetime
 from typing import Final
 
 import orjson
 
 from msgrelay.errors import DecodeError
+from msgrelay.ingest.timestamps import epoch_seconds
 from msgrelay.levels import DEFAULT_TYPE, LOG_TYPES, normalize_level
 from msgrelay.message import JSONValue, Message, new_message
 
@@ -39,6 +42,7 @@ TYPE_KEYS: Final = ("type", "level", "severity", "levelname")
 TS_KEYS: Final = ("ts", "timestamp", "time")
 ENVELOPE_KEYS: Final = frozenset(("id", "type", "text", "ts"))
 """The keys of our own wire format; a producer's extra fields may not use them."""
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 MAX_ID_LENGTH: Final = 128
 MAX_NESTING: Final = 128
 """Deepest nesting of objects and lists accepted; orjson cannot write back much deeper (254 levels)."""
@@ -75,9 +79,40 @@ def decode(raw: bytes, *, source_id: str = "", max_bytes: int) -> Message:
     """
     if len(raw) > max_bytes:
         raise DecodeError("oversize", f"{len(raw)} bytes, over the {max_bytes}-byte limit", raw)
-    if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
+    if raw[:1] == b"{":  # our producer's entries: settled by one comparison
+        return _decode_object(raw, source_id)
+    if raw[:3] == UTF8_BOM:
+        return _without_bom(raw, source_id)
+    if raw.lstrip()[:1] == b"{":  # lstrip copies: only for what does not start with {
         return _decode_object(raw, source_id)
     return _decode_text_line(raw, source_id)
+
+
+def _without_bom(raw: bytes, source_id: str) -> Message:
+    """An entry behind a UTF-8 byte order mark (what some Windows tools write first): decoded without it,
+    as RFC 8259 section 8.1 allows a JSON parser to do, so ``{"level":"error"...}`` stays an ERROR; a
+    refusal keeps the whole raw entry."""
+    body = raw[3:]  # one mark only: a second one is content (and an entry of marks no recursion)
+    try:
+        if body.lstrip()[:1] == b"{":
+            return _decode_object(body, source_id)
+        return _decode_text_line(body, source_id)
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, exc.detail, raw) from None
+
+
+def visible_surrogates(value: JSONValue) -> JSONValue:
+    """``value`` with every lone surrogate in its strings (keys too) written as the visible text ``\\udcXX``.
+
+    A lone surrogate is what ``os.fsdecode`` makes of a file name that is not UTF-8; UTF-8, hence JSON on the
+    wire, cannot carry one. Written this way it shows in the line exactly as the line writer escapes one."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {visible_surrogates(key): visible_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [visible_surrogates(item) for item in value]
+    return value
 
 
 def fallback_id(raw: bytes, source_id: str) -> str:
@@ -119,7 +154,7 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         or type(msg_id) is float
         or (type(ts) is float and not -_WIDE < ts < _WIDE)
     ):
-        _check_depth_and_width(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
+        refuse_unwritable(raw, {**fields, "id": msg_id, "text": text, "type": type_word, "ts": ts})
     if text is None:
         raise DecodeError("missing_text", "no 'text', 'message' or 'msg' field", raw)
     if type(text) is not str:
@@ -129,7 +164,11 @@ def _decode_object(raw: bytes, source_id: str) -> Message:
         msg_type = _decode_type(type_word, fields, raw)
     if type(msg_id) is not str or not 0 < len(msg_id) <= MAX_ID_LENGTH:
         msg_id = _decode_id(msg_id, raw, source_id)
-    return new_message(msg_id, msg_type, text, ts if type(ts) is float else decode_timestamp(ts, raw), fields)
+    # Our producer's time (float epoch seconds, in range) is settled by one comparison; the rest is parsed.
+    # 0.0 and 1e11 are ingest.timestamps' EARLIEST_S and LATEST_S, as literals: two global lookups cost more
+    # here than the comparison (tests/test_timestamps.py checks that both paths keep one range).
+    ts = ts if type(ts) is float and 0.0 <= ts < 1e11 else epoch_seconds(ts, raw)
+    return new_message(msg_id, msg_type, text, ts, fields)
 
 
 def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
@@ -145,8 +184,9 @@ def _may_hide_wide_ints(fields: dict[str, JSONValue]) -> bool:
     )
 
 
-def _check_depth_and_width(raw: bytes, obj: dict[str, JSONValue]) -> None:
-    """Refuse what we could not write back faithfully: too deep a nesting, or an integer over 64 bits."""
+def refuse_unwritable(raw: bytes, obj: dict[str, JSONValue]) -> None:
+    """Refuse (``malformed_json``) what we could not write back faithfully: nesting deeper than
+    :data:`MAX_NESTING` (orjson writes at most 254 levels), or an integer over 64 bits (read as a float)."""
     if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(obj):
         raise DecodeError("malformed_json", f"nested deeper than {MAX_NESTING} levels", raw)
     if _WIDE_DIGITS.search(raw) and _has_wide_int(raw):
@@ -210,27 +250,13 @@ def _decode_id(value: JSONValue, raw: bytes, source_id: str) -> str:
     return value
 
 
-def decode_timestamp(value: JSONValue, raw: bytes) -> float:
-    """Epoch seconds from a number or ISO 8601 (absent: now), or :class:`DecodeError` ``invalid_field``."""
-    if value is None:
-        return time.time()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-            # A time without an offset is read as UTC, never as this machine's local time.
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-        except ValueError:
-            pass
-    raise DecodeError("invalid_field", "timestamp is neither epoch seconds nor ISO 8601", raw)
-
-
 def _decode_text_line(raw: bytes, source_id: str) -> Message:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", str(exc), raw) from None
+    if line[-1:] == "\n":  # one line end, as `redis-cli -x` or `echo ... |` sends it, is not part of the text
+        line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
     msg_type, text, fields = DEFAULT_TYPE, line, {}
     match = _TEXT_LEVEL.match(line)
     if match:

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from msgrelay.barriers import crash_letter, refusal
 from msgrelay.codec import decode
 from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
@@ -336,20 +337,19 @@ class Consumer:
 
     def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
         triage = _Triage()
+        max_deliveries = self.retry_policy.max_deliveries
         for delivery in deliveries:
-            if delivery.attempt > self.retry_policy.max_deliveries:
-                detail = f"delivered {delivery.attempt} times without being processed"
-                detail += f"; last error: {delivery.last_error}" if delivery.last_error else ""
-                triage.dead.append(self._dead_letter(delivery, "max_deliveries", detail))
+            if delivery.attempt > max_deliveries or delivery.unreadable:  # barriers.refused_before_decoding
+                triage.dead.append(refusal(delivery, max_deliveries))  # inline: one test for the usual entry
                 continue
-            try:
+            try:  # the per-entry barrier (see msgrelay.barriers): nothing one entry holds stops the loop
                 message = decode(delivery.raw, source_id=delivery.source_id, max_bytes=self.max_message_bytes)
             except DecodeError as exc:
                 triage.dead.append(DeadLetter(delivery, exc.reason, exc.detail))
                 continue
             except Exception as exc:  # a decoder bug must cost one message, never the worker
                 log.exception("unexpected error decoding an entry; dead-lettering it")
-                triage.dead.append(DeadLetter(delivery, "decode_crash", f"{type(exc).__name__}: {exc}"))
+                triage.dead.append(crash_letter(delivery, "decode", exc))
                 continue
             if message.type in self._held_types:
                 triage.held.append((delivery, message))  # its file is failing: wait with the others

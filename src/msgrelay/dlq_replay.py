@@ -227,7 +227,7 @@ def fresh_notification(raw: bytes) -> bytes:
     """An outbox item as the notify loop wrote it, with its failed attempts reset to 0 (a fresh budget).
 
     Raises ``ValueError`` when ``raw`` is not an outbox item."""
-    from msgrelay.alerting.notify import OutboxItem  # noqa: PLC0415 - notifiers load only when needed
+    from msgrelay.alerting.outbox import OutboxItem  # noqa: PLC0415 - alert modules load only when needed
 
     try:
         item = OutboxItem.decode(raw)

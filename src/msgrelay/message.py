@@ -65,6 +65,8 @@ class Delivery:
     element). ``source_id`` is a stable transport-side identity used to name messages that arrive without a
     producer id (the stream entry id; empty for lists). ``attempt`` counts deliveries, starting at 1, across
     crashes, take-overs and retries. ``last_error`` is the error of the previous attempt, if it failed.
+    ``unreadable`` says why the transport could not read the entry as one message (its fields' layout):
+    such a delivery is dead-lettered as it is, never decoded; ``raw`` then holds what it could keep.
     """
 
     raw: bytes
@@ -72,3 +74,4 @@ class Delivery:
     source_id: str = ""
     attempt: int = 1
     last_error: str = ""
+    unreadable: str = ""

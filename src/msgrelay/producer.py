@@ -17,7 +17,7 @@ from typing import Final, Self
 import msgspec
 import orjson
 
-from msgrelay.codec import ENVELOPE_KEYS, wire_record
+from msgrelay.codec import ENVELOPE_KEYS, visible_surrogates, wire_record
 from msgrelay.config import Settings
 from msgrelay.errors import (
     BrokerConnectionError,
@@ -161,8 +161,8 @@ class Producer:
         are kept alive (a chunk's payloads are)."""
         try:
             payload = _encode_plain(record)
-        except UnicodeEncodeError as exc:  # a lone surrogate
-            raise MessageError(f"message {msg_id} is not JSON-serialisable: {exc}") from None
+        except UnicodeEncodeError:  # a lone surrogate
+            payload = _dumps_escaped(record, msg_id)
         if len(payload) > self.max_message_bytes:
             raise MessageTooLarge(len(payload), self.max_message_bytes)
         return payload
@@ -170,8 +170,8 @@ class Producer:
     def _dumps(self, record: dict[str, JSONValue], msg_id: str) -> bytes:
         try:
             payload = orjson.dumps(record)
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            raise MessageError(f"message {msg_id} is not JSON-serialisable: {exc}") from None
+        except orjson.JSONEncodeError:  # (a TypeError) a lone surrogate, or a value JSON cannot hold
+            payload = _dumps_escaped(record, msg_id)
         if len(payload) > self.max_message_bytes:
             raise MessageTooLarge(len(payload), self.max_message_bytes)
         return payload
@@ -186,6 +186,16 @@ class Producer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _dumps_escaped(record: dict[str, JSONValue], msg_id: str) -> bytes:
+    """The JSON of a record whose strings hold lone surrogates (a file name from ``os.fsdecode`` that is not
+    UTF-8): each written as the visible text ``\\udcXX``, as lines show them, since a log call must not
+    fail on one byte. Raises :class:`MessageError` for a value JSON cannot hold (an object, a set ...)."""
+    try:
+        return orjson.dumps(visible_surrogates(record))
+    except orjson.JSONEncodeError as exc:  # orjson's name for TypeError
+        raise MessageError(f"message {msg_id} is not JSON-serialisable: {exc}") from None
 
 
 def _checked(

@@ -26,13 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-import orjson
-
 from msgrelay.alerting.codec import decode_alert
-from msgrelay.alerting.model import Alert, Notification, NotificationKind, Status
+from msgrelay.alerting.model import Alert, Status
 from msgrelay.alerting.notifiers.base import Notifier
-from msgrelay.alerting.policy import Route, ServiceState, Verdict, group, judge, route
+from msgrelay.alerting.outbox import OutboxItem, decode_state, encode_state
+from msgrelay.alerting.policy import Route, ServiceState, Silence, Verdict, group, judge, route
 from msgrelay.alerting.silences import SilenceStore
+from msgrelay.barriers import MAX_DETAIL_CHARS, crash_letter, refused_before_decoding
 from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetter
 from msgrelay.errors import (
     BrokerError,
@@ -85,38 +85,6 @@ class NotifyPolicy:
         return cls(routes, alerts.default_notifiers, alerts.repeat_interval_s, alerts.lease_s, retry)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One notification for one notifier, with the failed sends so far."""
-
-    notifier: str
-    attempt: int
-    notification: Notification
-
-    def encode(self) -> bytes:
-        note = self.notification
-        alerts = [
-            {"service": a.service, "status": a.status.value, "message": a.message, "timestamp": a.timestamp,
-             "fields": a.fields}
-            for a in note.alerts
-        ]  # fmt: skip
-        record = {
-            "notifier": self.notifier, "attempt": self.attempt, "key": note.key, "kind": note.kind.value,
-            "text": note.text, "alerts": alerts,
-        }  # fmt: skip
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-
-    @classmethod
-    def decode(cls, raw: bytes) -> OutboxItem:
-        record = orjson.loads(raw)
-        alerts = tuple(
-            Alert(a["service"], Status(a["status"]), a["message"], float(a["timestamp"]), a["fields"])
-            for a in record["alerts"]
-        )
-        note = Notification(record["key"], NotificationKind(record["kind"]), record["text"], alerts)
-        return cls(record["notifier"], int(record["attempt"]), note)
-
-
 @dataclass(slots=True)
 class NotifyTotals:
     received: int = 0
@@ -129,7 +97,12 @@ class NotifyTotals:
 
 
 class NotifyLoop:
-    """Intake and delivery for one consumer name. ``clock`` is epoch seconds (tests step it)."""
+    """Intake and delivery for one consumer name. ``clock`` is epoch seconds (tests step it).
+
+    Each alert is decoded, judged and rendered behind its own barrier (:mod:`msgrelay.barriers`), and so is
+    each outbox item read for delivery: whatever one of them raises makes it a dead letter with the reason
+    and the error text, never a crashed loop. An alert delivered more than ``max_deliveries`` times (every
+    consumer that took it died) is dead-lettered as ``max_deliveries`` without being decoded again."""
 
     def __init__(
         self,
@@ -142,6 +115,7 @@ class NotifyLoop:
         max_message_bytes: int = 16 * 1024,
         claim_idle_s: float = 30.0,
         group_wait_s: float = 0.0,
+        max_deliveries: int = 5,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         housekeeping: Callable[[], object] | None = None,
@@ -160,6 +134,7 @@ class NotifyLoop:
         self._lease = transport.client.register_script(_LEASE)
         self.claim_idle_s = claim_idle_s
         self.group_wait_s = group_wait_s
+        self.max_deliveries = max_deliveries
         self._recovering = True
         self._next_takeover = 0.0
         self.housekeeping = housekeeping
@@ -212,22 +187,34 @@ class NotifyLoop:
         deliveries = self._next_batch(block_s)
         if not deliveries:
             return 0
-        alerts: list[Alert] = []
-        read: list[Delivery] = []
+        taken: list[tuple[Delivery, Alert]] = []
         dead: list[DeadLetter] = []
         for delivery in deliveries:
-            try:
-                alerts.append(decode_alert(delivery.raw, max_bytes=self.max_message_bytes))
-                read.append(delivery)
-            except DecodeError as exc:
-                dead.append(DeadLetter(delivery, exc.reason, exc.detail))
-        items, states, counts = self._judge(alerts)
+            outcome = self._decode(delivery)
+            if isinstance(outcome, DeadLetter):
+                dead.append(outcome)
+            else:
+                taken.append((delivery, outcome))
+        read, items, states, counts = self._judge(taken, dead)
         self._store(items, states, counts)
         self.transport.settle(self.name, read, dead, {})
-        self.totals.received += len(alerts)
+        self.totals.received += len(read)
         self.totals.dead_lettered += len(dead)
         self.totals.queued += len(items)
         return len(deliveries)
+
+    def _decode(self, delivery: Delivery) -> Alert | DeadLetter:
+        """The alert of one delivery, or its dead letter: the per-alert barrier of decoding."""
+        refused = refused_before_decoding(delivery, self.max_deliveries)
+        if refused is not None:
+            return refused
+        try:
+            return decode_alert(delivery.raw, max_bytes=self.max_message_bytes)
+        except DecodeError as exc:
+            return DeadLetter(delivery, exc.reason, exc.detail)
+        except Exception as exc:  # a decoder bug must cost one alert, never the loop
+            log.exception("unexpected error decoding an alert; dead-lettering it")
+            return crash_letter(delivery, "decode", exc)
 
     def _next_batch(self, block_s: float) -> list[Delivery]:
         if self._recovering:  # after a restart, first what this name read and never acknowledged
@@ -256,30 +243,47 @@ class NotifyLoop:
             batch += self.transport.fetch(self.name, self.batch_size - len(batch), remaining)
         return batch
 
-    def _judge(self, alerts: list[Alert]) -> tuple[list[OutboxItem], dict[str, ServiceState], dict[str, int]]:
+    def _judge(
+        self, taken: list[tuple[Delivery, Alert]], dead: list[DeadLetter]
+    ) -> tuple[list[Delivery], list[OutboxItem], dict[str, ServiceState], dict[str, int]]:
+        """Judge each alert against its service's state, behind a per-alert barrier (an alert whose judging
+        or rendering raises is added to ``dead``); returns the deliveries judged, the outbox items, the new
+        states and the counts."""
         now = self.clock()
-        states = self._states({alert.service for alert in alerts})
+        states = self._states({alert.service for _, alert in taken})
         silences = self.silences.active(now)
-        counts: dict[str, int] = {"alerts_received": len(alerts)}
+        read: list[Delivery] = []
+        counts: dict[str, int] = {}
         judged: list[tuple[Verdict, Alert, float]] = []
-        for alert in alerts:
-            verdict, state = judge(
-                alert,
-                states.get(alert.service),
-                silences,
-                now=now,
-                repeat_interval_s=self.policy.repeat_interval_s,
-            )
+        for delivery, alert in taken:
+            try:
+                verdict, state = self._judge_one(alert, states.get(alert.service), silences, now)
+            except Exception as exc:  # a bug, or something no check foresaw: it costs this alert only
+                log.exception("unexpected error judging an alert; dead-lettering it")
+                dead.append(crash_letter(delivery, "render", exc))
+                continue
+            read.append(delivery)
             states[alert.service] = state
             counts[f"alerts_{verdict.value}"] = counts.get(f"alerts_{verdict.value}", 0) + 1
             if verdict.notifies:
                 judged.append((verdict, alert, state.since))
+        counts["alerts_received"] = len(read)
         items = [
             OutboxItem(notifier, 0, note)
             for note in group(judged)
             for notifier in route(note, self.policy.routes, self.policy.default_notifiers)
         ]
-        return items, states, counts
+        return read, items, states, counts
+
+    def _judge_one(
+        self, alert: Alert, state: ServiceState | None, silences: Sequence[Silence], now: float
+    ) -> tuple[Verdict, ServiceState]:
+        verdict, new_state = judge(
+            alert, state, silences, now=now, repeat_interval_s=self.policy.repeat_interval_s
+        )
+        if verdict.notifies:  # rendered and encoded alone first, so that a failure costs this alert only
+            OutboxItem("", 0, group([(verdict, alert, new_state.since)])[0]).encode()
+        return verdict, new_state
 
     def _states(self, services: set[str]) -> dict[str, ServiceState]:
         if not services:
@@ -287,7 +291,10 @@ class NotifyLoop:
         ordered = sorted(services)
         with redis_errors(self.transport.url):
             stored = raw_command(self.transport.client, "HMGET", self.keys.alert_states(), *ordered)
-        return {service: _state(raw) for service, raw in zip(ordered, stored, strict=True) if raw is not None}
+        states = {
+            service: decode_state(service, raw) for service, raw in zip(ordered, stored, strict=True) if raw
+        }
+        return {service: state for service, state in states.items() if state is not None}
 
     def _store(
         self, items: list[OutboxItem], states: dict[str, ServiceState], counts: dict[str, int]
@@ -297,7 +304,7 @@ class NotifyLoop:
         with redis_errors(self.transport.url):
             pipe = self.transport.client.pipeline(transaction=True)
             if states:
-                pipe.hset(self.keys.alert_states(), mapping={s: _encode_state(v) for s, v in states.items()})
+                pipe.hset(self.keys.alert_states(), mapping={s: encode_state(v) for s, v in states.items()})
             for order, item in enumerate(items):  # due now, in the order made (firing before resolved)
                 pipe.zadd(self.keys.outbox(), {item.encode(): now + order * 1e-6}, nx=True)
             for field, amount in counts.items():
@@ -321,7 +328,14 @@ class NotifyLoop:
         return handled
 
     def _deliver(self, raw: bytes) -> None:
-        item = OutboxItem.decode(raw)
+        try:
+            item = OutboxItem.decode(raw)
+        except Exception as exc:  # written by an older version, or by hand: it costs this item only
+            self.totals.failed += 1
+            detail = f"outbox item cannot be read: {type(exc).__name__}: {exc}"
+            letter = DeadLetter(Delivery(raw, b""), "unreadable_entry", detail[:MAX_DETAIL_CHARS])
+            self._settle(raw, remove=True, dead=letter)
+            return
         sent_key = self.keys.sent(item.notifier, item.notification.key)
         with redis_errors(self.transport.url):
             already = raw_command(self.transport.client, "EXISTS", sent_key)
@@ -392,25 +406,3 @@ class NotifyLoop:
             if count is not None:
                 pipe.hincrby(self.keys.stats(), count, 1)
             pipe.execute()
-
-
-def _state(raw: bytes) -> ServiceState:
-    record = orjson.loads(raw)
-    notified = record.get("notified")
-    return ServiceState(
-        Status(record["status"]),
-        float(record["since"]),
-        Status(notified) if notified else None,
-        float(record.get("notified_at", 0.0)),
-    )
-
-
-def _encode_state(state: ServiceState) -> bytes:
-    return orjson.dumps(
-        {
-            "status": state.status.value,
-            "since": state.since,
-            "notified": state.notified.value if state.notified else None,
-            "notified_at": state.notified_at,
-        }
-    )

@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from typing import Final
 
 from msgrelay.alerting.model import Alert, Notification, NotificationKind, Status
+from msgrelay.ingest.timestamps import EARLIEST_S, LATEST_S
 
 MAX_TEXT: Final = 280
 """Notification texts fit a tweet."""
@@ -122,7 +123,8 @@ def render(verdict: Verdict, alert: Alert, since: float) -> str:
     if verdict is Verdict.RESOLVED:
         text = f"✅ {alert.service} is UP again: {alert.message}"
     elif verdict is Verdict.REPEAT:
-        text = f"🔴 {alert.service} is still DOWN (since {_clock(since)}): {alert.message}"
+        clock = _clock(since)  # None for a time a state left by an older version may hold
+        text = f"🔴 {alert.service} is still DOWN{f' (since {clock})' if clock else ''}: {alert.message}"
     else:
         text = f"🔴 {alert.service} is DOWN: {alert.message}"
     return _fit(text)
@@ -172,7 +174,10 @@ def _notification(kind: NotificationKind, members: list[tuple[Verdict, Alert, fl
     return Notification(key=notification_key(alerts, kind), kind=kind, text=text, alerts=alerts)
 
 
-def _clock(ts: float) -> str:
+def _clock(ts: float) -> str | None:
+    """``ts`` as a UTC date and time, or None outside the times the decoders accept (none could print)."""
+    if not EARLIEST_S <= ts < LATEST_S:  # also NaN
+        return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -27,6 +27,7 @@ from msgrelay.cli.common import (
     utc,
 )
 from msgrelay.cli.exit_codes import ExitCode
+from msgrelay.codec import visible_surrogates
 from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import ConfigError
 from msgrelay.forgetting import ConsumerForgetting
@@ -59,8 +60,10 @@ def alert(
     """Push one alert by hand onto the alert queue; prints it as pushed."""
     settings = alert_settings(config, redis_url, transport)
     record = {"service": service, "status": status, "message": message, "timestamp": time.time()}
-    # The same check notify applies: what it would dead-letter is refused here, with the same reason.
-    payload = encode_alert(decode_alert(orjson.dumps(record), max_bytes=settings.alerts.max_message_bytes))
+    # The same check notify applies: what it would dead-letter is refused here, with the same reason. An
+    # argument that is not UTF-8 (a lone surrogate from the shell) is sent as a visible escape, as by send.
+    raw = orjson.dumps(visible_surrogates(record))
+    payload = encode_alert(decode_alert(raw, max_bytes=settings.alerts.max_message_bytes))
     alert_transport = open_alert_queue(settings)
     try:
         alert_transport.send([payload])
@@ -135,6 +138,7 @@ def notify(
         batch_size=alerts.batch_size,
         max_message_bytes=alerts.max_message_bytes,
         claim_idle_s=settings.consumer.claim_idle_s,
+        max_deliveries=settings.consumer.max_deliveries,
         group_wait_s=0.0 if burst else alerts.group_wait_s,
         housekeeping=forgetting.forget_if_due,
     )

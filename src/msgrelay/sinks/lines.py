@@ -19,6 +19,7 @@ from typing import Final
 
 import orjson
 
+from msgrelay.codec import visible_surrogates
 from msgrelay.message import Message
 
 _UNSAFE: Final = re.compile(
@@ -72,21 +73,13 @@ def _iso(ts: float) -> str:
 
 
 def _iso_slow(ts: float) -> str:
+    """Times before 1970 (and the calendar's ends): what datetime prints. A time outside years 1..9999
+    raises ``ValueError``: the first field of a line is an ISO 8601 time, always, so such a message is a
+    reject of the sink, never a line (the decoder never lets one through: see ingest.timestamps)."""
     try:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):  # a timestamp outside what datetime can show
-        return repr(ts)
-
-
-def _visible_surrogates(value: object) -> object:
-    """``value`` with every lone surrogate in its strings written as the visible text ``\\udXXX``."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_visible_surrogates(key): _visible_surrogates(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_visible_surrogates(item) for item in value]
-    return value
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"time {ts!r} is outside the years 1 to 9999 a line can show") from None
 
 
 def _safe_json(value: object) -> str:
@@ -94,7 +87,7 @@ def _safe_json(value: object) -> str:
     try:
         dumped = orjson.dumps(value)
     except orjson.JSONEncodeError:  # lone surrogates, which orjson refuses to write
-        dumped = orjson.dumps(_visible_surrogates(value))
+        dumped = orjson.dumps(visible_surrogates(value))
     if dumped.isascii() and b"\x7f" not in dumped:  # orjson escaped every other unsafe ASCII character
         return dumped.decode()
     return _UNSAFE.sub(_escape_json_char, dumped.decode())

@@ -14,7 +14,7 @@ delivered more than once (after a take-over, a restart or a retry): the common p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 
@@ -68,10 +68,7 @@ class ListTransport(Transport):
                 keys=[self.keys.processing(consumer), self.keys.deliveries()], args=[count]
             )
         # Oldest at the tail: the script read the last `count` entries; return them oldest first.
-        return [
-            Delivery(entry, entry, "", int(earlier) + 1)
-            for entry, earlier in reversed(list(zip(entries, counts, strict=True)))
-        ]
+        return _deliveries(entries, counts)[::-1]
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         processing = self.keys.processing(consumer)
@@ -84,9 +81,7 @@ class ListTransport(Transport):
                 if first is None:
                     return []
                 moved, earlier = self._move(consumer, count, first)
-        return [
-            Delivery(entry, entry, "", int(earlier[i]) + 1 if earlier else 1) for i, entry in enumerate(moved)
-        ]
+        return _deliveries(moved, earlier)
 
     def _move(self, consumer: str, count: int, *already_moved: bytes) -> tuple[list[bytes], list[int]]:
         keys = [
@@ -205,3 +200,17 @@ class ListTransport(Transport):
                 pipe.srem(self.keys.consumers(), consumer)
                 pipe.delete(self.keys.heartbeat(consumer))
                 pipe.execute()
+
+
+def _deliveries(entries: list[bytes], earlier: list[Any]) -> list[Delivery]:
+    """One delivery per entry, counting the deliveries before this one (``earlier``: a count per entry, or
+    empty when none was delivered before). A count that is missing or not a number reads as 0: the counts
+    only find poison entries, and one that went astray must not stop a fetch or a recovery."""
+    if not earlier:  # the usual fetch: nothing was delivered before
+        return [Delivery(entry, entry, "", 1) for entry in entries]
+    return [Delivery(entry, entry, "", _count(earlier, index) + 1) for index, entry in enumerate(entries)]
+
+
+def _count(counts: list[Any], index: int) -> int:
+    count = counts[index] if index < len(counts) else 0
+    return count if type(count) is int else 0

@@ -39,6 +39,10 @@ delivered)."""
 """On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
 
 _RETRY_FIELDS = frozenset((STREAM_PAYLOAD_FIELD, b"n", b"e"))
+MAX_COUNT_DIGITS = 9
+"""A retry count (field ``n``) has at most this many digits; longer is not ours (the promote script writes
+counts up to ``max_deliveries``)."""
+UNREADABLE_KEEP_BYTES = 64 * 1024
 
 
 class StreamTransport(Transport):
@@ -327,20 +331,59 @@ def _reply_as_parsed(reply: Any, **_options: Any) -> Any:
 
 
 def _delivery(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
-    fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
-    earlier = 0
-    last_error = ""
-    if STREAM_PAYLOAD_FIELD in fields and fields.keys() <= _RETRY_FIELDS and fields.get(b"n", b"0").isdigit():
-        payload = fields[STREAM_PAYLOAD_FIELD]
-        earlier = int(fields.get(b"n", b"0"))
-        last_error = fields.get(b"e", b"").decode("utf-8", "replace")
-    else:
-        payload = _payload(fields)
-    return Delivery(payload, entry_id, entry_id.decode(), earlier + times_delivered, last_error)
+    """The delivery of one entry, whatever its fields hold: never raises.
+
+    One entry must never crash a fetch, a recovery or a take-over, nor keep its batch-mates pending: an entry
+    that cannot be read (an error reading its fields included) comes back marked ``unreadable`` with the
+    error, for the consumer to dead-letter (see :mod:`msgrelay.barriers`)."""
+    try:
+        return _read_entry(entry_id, flat_fields, times_delivered)
+    except Exception as exc:
+        return Delivery(
+            _fields_as_text(flat_fields),
+            entry_id,
+            entry_id.decode("ascii", "replace"),
+            times_delivered,
+            unreadable=f"{type(exc).__name__}: {exc}",
+        )
 
 
-def _payload(fields: dict[bytes, bytes]) -> bytes:
-    """An entry XADDed by hand with fields other than ours reads as one JSON object of its fields."""
-    return orjson.dumps(
-        {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in fields.items()}
-    )
+def _read_entry(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
+    names, values = flat_fields[::2], flat_fields[1::2]
+    fields = dict(zip(names, values, strict=True))
+    ours = len(fields) == len(names) and STREAM_PAYLOAD_FIELD in fields and fields.keys() <= _RETRY_FIELDS
+    if ours:  # our layout: the payload, and for a retry its count so far and last error
+        return _retried(entry_id, fields, times_delivered)
+    return Delivery(_payload(names, values), entry_id, entry_id.decode(), times_delivered)
+
+
+def _retried(entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
+    """An entry in our layout. Its retry count is range-checked: a count that is not a delivery count (a
+    5000-digit one, which ``int()`` refuses) makes it unreadable, its message kept whole for a replay."""
+    payload, count = fields[STREAM_PAYLOAD_FIELD], fields.get(b"n", b"0")
+    if not (count.isdigit() and len(count) <= MAX_COUNT_DIGITS):
+        shown = repr(count[:20])[1:] + ("..." if len(count) > 20 else "")
+        detail = f"retry count n={shown} ({len(count)} characters) is not a delivery count"
+        return Delivery(payload, entry_id, entry_id.decode(), times_delivered, unreadable=detail)
+    last_error = fields.get(b"e", b"").decode("utf-8", "replace")
+    return Delivery(payload, entry_id, entry_id.decode(), int(count) + times_delivered, last_error)
+
+
+def _payload(names: list[bytes], values: list[bytes]) -> bytes:
+    """An entry XADDed by hand with fields other than ours reads as one JSON object of its fields. A name
+    given more than once (Redis keeps every pair) holds the list of its values, so none is dropped."""
+    record: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        key, text = name.decode("utf-8", "replace"), value.decode("utf-8", "replace")
+        if key not in record:
+            record[key] = text
+        elif isinstance(record[key], list):
+            record[key].append(text)
+        else:
+            record[key] = [record[key], text]
+    return orjson.dumps(record)
+
+
+def _fields_as_text(flat_fields: object) -> bytes:
+    """What an unreadable entry's dead letter keeps of it: its fields as text (last resort, never raises)."""
+    return repr(flat_fields).encode("utf-8", "backslashreplace")[:UNREADABLE_KEEP_BYTES]
