@@ -304,3 +304,25 @@ def test_mv_then_rm_under_a_live_consumer_loses_no_acknowledged_line(
     assert file_ids(logs / "error.log") == after_mv + after_rm
     assert redis_client.xpending("msgrelay:logs", "msgrelay")["pending"] == 0
     assert live.stop() == 0
+
+
+def test_sighup_reopens_every_file_and_the_consumer_goes_on(live: LiveConsumer) -> None:
+    # Given a running consumer whose error.log was moved away (logrotate without create)
+    logs = live.log_dir
+    first = live.send(["one"])
+    wait_until(lambda: holds(logs / "error.log", first), what="the first line")
+    (logs / "error.log").rename(logs / "error.log.1")
+    assert any(name.endswith("error.log.1") for name in live.open_files())
+    # When it gets SIGHUP (logrotate's postrotate `kill -HUP`)
+    live.process.send_signal(signal.SIGHUP)
+    # Then it lets go of the moved file at once (its disk space can be freed), without dying (was: 129)
+    wait_until(
+        lambda: not any(name.endswith("error.log.1") for name in live.open_files()),
+        what="the moved file to be closed",
+    )
+    assert live.process.poll() is None
+    # And it goes on writing, at the path
+    second = live.send(["two"])
+    wait_until(lambda: holds(logs / "error.log", second), what="the line sent after SIGHUP")
+    assert file_ids(logs / "error.log.1") == first
+    assert live.stop() == 0

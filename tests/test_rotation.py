@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from msgrelay.config import load_settings
+from msgrelay.errors import ConfigError
+from msgrelay.producer import Producer
 from msgrelay.sinks.rotation import RotationPolicy, rotate
 from sink_helpers import SinkMaker, Union, batch, file_ids, write
 
@@ -181,3 +184,48 @@ def test_consumers_sharing_a_folder_rotate_each_file_once_and_lose_nothing(
     rotated = [path for path in log_dir.iterdir() if path.name != "error.log"]
     assert len(rotated) > 20
     assert all(3000 - largest_batch < path.stat().st_size <= 3000 for path in rotated)
+
+
+def test_rotation_settings_come_from_the_config_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "msgrelay.toml"
+    config.write_text(
+        "[consumer.rotation]\nmax_bytes = 104857600\ndaily = true\nkeep = 14\ncompress = true\n"
+    )
+    rotation = load_settings(config).consumer.rotation
+    assert rotation.model_dump() == {"max_bytes": 104857600, "daily": True, "keep": 14, "compress": True}
+    monkeypatch.setenv("MSGRELAY_CONSUMER__ROTATION__KEEP", "3")
+    assert load_settings(config).consumer.rotation.keep == 3
+    monkeypatch.setenv("MSGRELAY_CONSUMER__ROTATION__KEPT", "3")
+    with pytest.raises(ConfigError, match="MSGRELAY_CONSUMER__ROTATION__KEPT"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [("max_size = 1", "max_size"), ("keep = 0", "keep"), ("max_bytes = -1", "max_bytes")],
+)
+def test_a_wrong_rotation_setting_is_refused_naming_it(tmp_path: Path, table: str, problem: str) -> None:
+    config = tmp_path / "msgrelay.toml"
+    config.write_text(f"[consumer.rotation]\n{table}\n")
+    with pytest.raises(ConfigError, match=rf"consumer\.rotation\.{problem}"):
+        load_settings(config)
+
+
+def test_msgrelay_consume_rotates_as_configured(
+    run_cli: Callable[..., object], redis_url: str, tmp_path: Path
+) -> None:
+    # Given a config file with built-in rotation, and 200 queued ERROR messages
+    (tmp_path / "msgrelay.toml").write_text("[consumer.rotation]\nmax_bytes = 4000\nkeep = 100\n")
+    producer_settings = load_settings(None, {"redis": {"url": redis_url}})
+    with Producer.from_settings(producer_settings) as producer:
+        sent = producer.send_many([("ERROR", f"line {n}") for n in range(200)])
+    # When msgrelay consume drains them in batches of 20
+    result = run_cli("consume", "--burst", "--batch-size", "20", "--log-dir", "logs")
+    # Then they are spread over rotated files of at most 4,000 bytes, each line once
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    union = Union.read(tmp_path / "logs")
+    assert union.once(sent)
+    assert len(union.files) > 2
+    assert all((tmp_path / "logs" / name).stat().st_size <= 4000 for name in union.files)
