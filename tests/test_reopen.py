@@ -117,11 +117,14 @@ def test_a_rotator_hammering_the_file_never_loses_duplicates_or_tears_a_line(
     make_sink: SinkMaker, log_dir: Path, mode: str
 ) -> None:
     # Given a rotator thread that, every few milliseconds and with no lock, renames error.log and creates
-    # it again (logrotate's create), and gzips the file it rotated two rounds before (delaycompress)
+    # it again (logrotate's create), and gzips the files it rotated over half a second ago (delaycompress:
+    # logrotate compresses a file one rotation period after renaming it)
     sink = make_sink(mode)
     write(sink, "first", 1)
     stop = threading.Event()
     rounds: list[int] = []
+    plain: list[tuple[float, Path]] = []
+    compressed: list[Path] = []
 
     def rotator() -> None:
         while not stop.wait(0.002):
@@ -133,24 +136,26 @@ def test_a_rotator_hammering_the_file_never_loses_duplicates_or_tears_a_line(
             with contextlib.suppress(FileExistsError):  # the sink may have been quicker (after its grace)
                 os.close(os.open(log_dir / "error.log", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
             rounds.append(number)
-            if number > 2:
-                old = log_dir / f"error.log.{number - 2}"
+            plain.append((time.monotonic(), log_dir / f"error.log.{number}"))
+            while plain and plain[0][0] < time.monotonic() - 0.5:
+                old = plain.pop(0)[1]
                 old.with_name(old.name + ".gz").write_bytes(gzip.compress(old.read_bytes()))
                 old.unlink()
+                compressed.append(old)
 
     thread = threading.Thread(target=rotator)
     thread.start()
     written: list[str] = []
     deadline = time.monotonic() + 60
     try:
-        # When the consumer writes batch after batch meanwhile, through 40 rotations
-        while len(rounds) < 40 and time.monotonic() < deadline:
+        # When the consumer writes batch after batch meanwhile, through 40 rotations and 5 compressions
+        while (len(rounds) < 40 or len(compressed) < 5) and time.monotonic() < deadline:
             written += write(sink, f"b{len(written):06d}", 5)
     finally:
         stop.set()
         thread.join()
     # Then every acknowledged line is in exactly one file, whole
-    assert len(rounds) >= 40
+    assert len(rounds) >= 40 and len(compressed) >= 5
     union = Union.read(log_dir)
     lost, extra = set(written) - set(union.counts), union.counts - Counter(["first-00000", *written])
     assert union.once(["first-00000", *written]), f"lost {sorted(lost)[:5]}, duplicated {dict(extra)}"

@@ -39,10 +39,10 @@ from msgrelay.sinks.journal import (
     holds,
     torn_in,
 )
-from msgrelay.sinks.logfile import LogFile, Placement
+from msgrelay.sinks.logfile import MAX_REOPENS, LogFile, Placement
 from msgrelay.sinks.rotation import find_rotated
 
-MAX_PASSES: Final = 5
+MAX_PASSES: Final = MAX_REOPENS
 """Passes of a journaled write before a file that keeps moving is reported failed (retried later)."""
 
 Outcome = dict[str, OSError | None]
