@@ -51,7 +51,9 @@ class Placement(enum.Enum):
     MOVED = "moved"
     """The file was renamed or removed under us (a rotator between our check and our write)."""
     TRUNCATED = "truncated"
-    """The file was truncated after our write (copytruncate): they may be in the copy, or lost."""
+    """The file was truncated (copytruncate) around our write: after it, our bytes may be in the copy or
+    lost; before it, they are in place but earlier appends may be lost. The next pass writes again what
+    the copy does not hold."""
 
 
 class LogFile:
