@@ -20,6 +20,7 @@ import redis
 from local_servers import Reply, Server
 from msgrelay.config import Settings, load_settings
 from msgrelay.redis_server import RedisServer
+from sink_helpers import SinkMaker
 
 TRANSPORTS = ("streams", "lists")
 
@@ -129,3 +130,17 @@ def serve() -> Iterator[type[Server]]:
     yield Tracked
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """The log folder of a test's sinks (created by the sink)."""
+    return tmp_path / "logs"
+
+
+@pytest.fixture
+def make_sink(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[SinkMaker]:
+    """``make_sink(mode, name, rotation=...)``: log-file sinks on ``log_dir``, closed at the end."""
+    maker = SinkMaker(request, log_dir)
+    yield maker
+    maker.close()

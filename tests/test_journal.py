@@ -6,6 +6,7 @@ Real redis-server (the session's own), real files, real child processes killed w
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,31 +22,13 @@ from msgrelay.codec import decode
 from msgrelay.config import Settings
 from msgrelay.consumer import Consumer
 from msgrelay.errors import BrokerConnectionError, SinkError
-from msgrelay.keys import KeySchema
 from msgrelay.message import Message
 from msgrelay.producer import Producer
 from msgrelay.sinks import LogFileSink
 from msgrelay.sinks.journal import FileRecord, WriteJournal, content_digest, file_key, handle_digest
 from msgrelay.transport import create_transport
-
-KEYS = KeySchema("msgrelay", "msgrelay:logs")
-TS = 1_700_000_000.0
-
-
-def msg(name: str, msg_type: str = "INFO", text: str = "payload") -> Message:
-    return Message(id=name, type=msg_type, text=text, ts=TS)
-
-
-def batch(prefix: str, count: int, msg_type: str = "INFO") -> tuple[list[Message], list[bytes]]:
-    """``count`` messages with fixed-width ids (so every line has the same length) and their handles."""
-    messages = [msg(f"{prefix}-{n:05d}", msg_type) for n in range(count)]
-    return messages, [f"1700000000000-{prefix}-{n}".encode() for n in range(count)]
-
-
-def ids(path: Path) -> list[str]:
-    lines = path.read_bytes().split(b"\n")
-    assert lines[-1] == b"", f"{path} ends with a torn line: {lines[-1][:80]!r}"
-    return [line.decode().split(" ")[2] for line in lines[:-1]]
+from sink_helpers import KEYS, TS, batch, msg
+from sink_helpers import file_ids as ids
 
 
 def entry(client: redis.Redis, consumer: str) -> list[list[str]] | None:
@@ -172,15 +155,63 @@ def test_recovery_itself_cuts_a_torn_record_before_anyone_writes(
     assert entry(redis_client, "dead") is None
 
 
-def test_a_rotated_file_is_never_cut_and_its_lines_are_not_reported_written(
+def test_a_record_whose_file_was_rotated_is_judged_in_the_rotated_file_not_written_twice(
     sinks: Sinks, redis_client: redis.Redis, log_dir: Path
 ) -> None:
+    # Given a consumer that wrote a batch and died before its ack, and a rotation since (logrotate's rename)
     messages, handles = batch("a", 3)
     sinks("web-1").write_batch(messages, handles)
-    (log_dir / "info.log").rename(log_dir / "info.log.1")  # logrotate
+    (log_dir / "info.log").rename(log_dir / "info.log.1")
     (log_dir / "info.log").write_bytes(b"")
-    assert sinks("web-2").already_written(handles) == set()
+    # When another consumer takes the entries over
+    # Then the record is found in the rotated file by its inode: written, acked, never written again
+    assert sinks("web-2").already_written(handles) == set(handles)
     assert ids(log_dir / "info.log.1") == [m.id for m in messages]
+    assert (log_dir / "info.log").read_bytes() == b""
+
+
+def test_a_torn_record_in_a_rotated_file_is_cut_there_and_written_again(
+    sinks: Sinks, redis_client: redis.Redis, log_dir: Path
+) -> None:
+    # Given a writer killed mid-line, whose file was then rotated (dated name, as logrotate's dateext)
+    sinks("web-0").write_batch(*batch("old", 2))
+    messages, handles = batch("dead", 5)
+    sinks("dead").write_batch(messages, handles)
+    info = log_dir / "info.log"
+    os.truncate(info, info.stat().st_size - 7)
+    info.rename(log_dir / "info.log-20261201")
+    # When recovery judges its record, Then the torn bytes are cut off the rotated file, nothing is acked
+    assert sinks("web-2").already_written(handles) == set()
+    assert ids(log_dir / "info.log-20261201") == ["old-00000", "old-00001"]
+    assert entry(redis_client, "dead") is None
+
+
+def test_a_record_whose_rotated_file_is_gone_is_written_again(sinks: Sinks, log_dir: Path) -> None:
+    # Given a record whose file was rotated and compressed by another tool (a new inode) or deleted
+    messages, handles = batch("a", 3)
+    sinks("web-1").write_batch(messages, handles)
+    (log_dir / "info.log").rename(log_dir / "info.log.1")
+    subprocess.run(["gzip", str(log_dir / "info.log.1")], check=True)
+    # Then its lines are not reported written: written again (a duplicate at worst, never a loss)
+    assert sinks("web-2").already_written(handles) == set()
+
+
+def test_a_truncated_file_is_never_cut_where_a_record_of_the_old_content_looks_torn(
+    sinks: Sinks, redis_client: redis.Redis, log_dir: Path
+) -> None:
+    # Given a dead writer's record at [start, end), then a copytruncate, then others' lines reaching into it
+    sinks("web-0").write_batch(*batch("old", 4))
+    dead_messages, dead_handles = batch("dead", 4)
+    sinks("dead").write_batch(dead_messages, dead_handles)
+    info = log_dir / "info.log"
+    shutil.copyfile(info, log_dir / "info.log.1")
+    os.truncate(info, 0)
+    sinks("web-1").write_batch(*batch("new", 6))  # ends inside the dead record's range
+    # When recovery and another writer look at the dead record
+    assert sinks("web-2").already_written(dead_handles) == set()
+    sinks("web-3").write_batch(*batch("more", 1))
+    # Then nothing written after the truncation was cut
+    assert ids(info) == [*(f"new-{n:05d}" for n in range(6)), "more-00000"]
 
 
 def test_records_of_other_hosts_and_malformed_entries_are_never_acted_on(

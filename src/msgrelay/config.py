@@ -118,6 +118,21 @@ class ProducerSettings(_Section):
     pipeline_size: int = Field(1000, gt=0, description="messages sent per round trip")
 
 
+class RotationSettings(_Section):
+    """``[consumer.rotation]``: built-in rotation of the log files (off unless ``max_bytes`` or ``daily``).
+
+    Rotated files are ``<name>.1`` (newest) .. ``<name>.<keep>``, ``.gz`` when compressed; see
+    :mod:`msgrelay.sinks.rotation`.
+    """
+
+    max_bytes: int = Field(
+        0, ge=0, description="rotate a file before a write would take it past this size; 0 = no size limit"
+    )
+    daily: bool = Field(False, description="rotate a file at its first write after midnight UTC")
+    keep: int = Field(7, ge=1, description="rotated files kept per log file; older ones are deleted")
+    compress: bool = Field(False, description="gzip rotated files, in the background")
+
+
 class ConsumerSettings(_Section):
     """``msgrelay consume``: batching, waiting and where the log files go."""
 
@@ -157,6 +172,7 @@ class ConsumerSettings(_Section):
         description="a consumer that holds nothing and has been gone this long leaves the consumer group "
         "and stats; 0 = never. Must exceed claim_idle_s",
     )
+    rotation: RotationSettings = RotationSettings()
 
     @model_validator(mode="after")
     def _forget_after_claim(self) -> Self:
@@ -362,12 +378,21 @@ def _with_derived_socket_timeout(settings: Settings) -> Settings:
 
 
 def _env_var_names() -> list[str]:
-    """Every setting's environment variable: ``MSGRELAY_CONSUMER__BATCH_SIZE`` ..."""
-    names = []
-    for section, info in Settings.model_fields.items():
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            names += [f"{ENV_PREFIX}{section}__{key}".upper() for key in info.annotation.model_fields]
-    return names
+    """Every setting's environment variable: ``MSGRELAY_CONSUMER__BATCH_SIZE`` ..., and those of the tables
+    inside a section: ``MSGRELAY_CONSUMER__ROTATION__MAX_BYTES``."""
+    return [f"{ENV_PREFIX}{name}".upper() for name in _field_paths(Settings)]
+
+
+def _field_paths(model: type[BaseModel]) -> list[str]:
+    """``section__key`` (and ``section__table__key``) for every field below ``model``'s sections."""
+    paths = []
+    for name, info in model.model_fields.items():
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            paths += [f"{name}__{rest}" for rest in _field_paths(inner)] or [name]
+        elif model is not Settings:
+            paths.append(name)
+    return paths
 
 
 def _reject_unknown_env(env: Mapping[str, str]) -> None:

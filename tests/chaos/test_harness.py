@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def test_a_partial_write_glued_to_the_next_line_is_torn_not_a_message(tmp_path: 
 def test_a_line_in_the_wrong_file_is_torn(tmp_path: Path) -> None:
     (tmp_path / "error.log").write_text("2026-11-25T00:00:00.000Z INFO p-1 m p-1 ok xxxx\n")
     assert read_logs(tmp_path).torn == 1
+
+
+def test_rotated_and_gzipped_files_are_read_and_temporary_files_are_not(tmp_path: Path) -> None:
+    # Given lines spread over a log file, its rotated files (plain, gzipped, dated) and a compressor's temp
+    line = "2026-11-25T00:00:00.000Z ERROR {0} m {0} ok xxxx\n".format
+    (tmp_path / "error.log").write_text(line("p-1"))
+    (tmp_path / "error.log.1").write_text(line("p-2"))
+    (tmp_path / "error.log.2.gz").write_bytes(gzip.compress(line("p-3").encode()))
+    (tmp_path / "error.log-20261201").write_text(line("p-4"))
+    (tmp_path / ".error.log.77.12.gz.tmp").write_bytes(gzip.compress(line("p-5").encode())[:10])
+    (tmp_path / "info.log.1.gz").write_bytes(gzip.compress((line("p-6") + line("p-7")).encode())[:-12])
+
+    # When the checker reads the folder
+    seen = read_logs(tmp_path)
+
+    # Then every rotated file counts, the temp file does not, and a compressed file cut short is torn
+    assert dict(seen.counts) == {"p-1": 1, "p-2": 1, "p-3": 1, "p-4": 1}
+    assert seen.torn == 1
 
 
 def test_the_proxy_forwards_delays_blackholes_resets_and_cuts(chaos: MakeRun) -> None:

@@ -16,7 +16,7 @@ import pytest
 from .conftest import MakeRun
 from .harness.ledger import ProducerPlan
 from .harness.report import describe_times
-from .harness.run import CLAIM_IDLE_S, MAX_DELIVERIES, sleep_until
+from .harness.run import CLAIM_IDLE_S, MAX_DELIVERIES, kill_while_producing, sleep_until
 from .harness.tracker import RecoveryTracker
 
 pytestmark = pytest.mark.chaos
@@ -36,27 +36,13 @@ def test_t1_sigkilled_workers_lose_nothing_and_other_consumers_recover_their_bat
     scale = run.scale
     pool = run.pool(4, run.spec(batch_size=BATCH, MSGRELAY_CONSUMER__DELIVERY=delivery))
     producer = run.producer(ProducerPlan(scale.t1_messages, scale.rate_per_s)).start()
-    interval = scale.t1_messages / scale.rate_per_s / scale.t1_kills
-    rng = random.Random(1)
     tracker = RecoveryTracker()
 
     # When a random worker is SIGKILLed every interval and replaced under a new name
-    kills = 0
-    next_kill = time.monotonic() + interval / 2
-    deadline = time.monotonic() + 3 * scale.t1_messages / scale.rate_per_s + 30
-    while (kills < scale.t1_kills or not producer.done) and time.monotonic() < deadline:
-        tracker.observe(run.state())
-        ready = pool.ready_slots()
-        if kills < scale.t1_kills and time.monotonic() >= next_kill and ready:
-            slot = rng.choice(ready)
-            victim = pool.slots[slot]
-            victim.signal(signal.SIGKILL)
-            victim.wait(5)
-            tracker.killed(victim.name)
-            pool.restart(slot)
-            kills += 1
-            next_kill = time.monotonic() + interval
-        time.sleep(0.1)
+    kills = kill_while_producing(
+        pool, producer, kills=scale.t1_kills, seed=1, on_turn=lambda: tracker.observe(run.state()),
+        tracker=tracker,
+    )  # fmt: skip
 
     # Then every ok message is in its file, the killed consumers' entries were taken over, nothing is held
     outcome = run.finish(

@@ -21,6 +21,7 @@ from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, prin
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
+from msgrelay.sinks.rotation import RotationPolicy
 from msgrelay.transport.base import HeldEntries, Transport
 from msgrelay.transport.connection import create_transport
 
@@ -207,6 +208,7 @@ def consume(
     stop_requested = threading.Event()  # a signal during start-up: stop before taking any work
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nothing is open yet to reopen; never die of it
     settings = cli_settings(config, redis_url, transport, consumer=consumer_flags)
     _check_timeouts(settings)
     queue_transport = create_transport(settings)
@@ -217,7 +219,9 @@ def consume(
     reporter = None if quiet else BatchReporter(out)
     retention = DeadLetterRetention(DeadLetterStore.from_transport(queue_transport), settings.deadletter)
     forgetting = ConsumerForgetting(queue_transport, cs.forget_after_s, keep=name)
-    hooks: list[ConsumerHook] = [retention, forgetting] + ([] if reporter is None else [reporter])
+    hooks: list[ConsumerHook] = [retention, forgetting, SinkUpkeep(sink)]
+    if reporter is not None:
+        hooks.append(reporter)
     consumer = Consumer(
         queue_transport,
         sink,
@@ -228,6 +232,7 @@ def consume(
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: consumer.stop())
+    signal.signal(signal.SIGHUP, lambda *_: sink.request_reopen())  # logrotate's postrotate `kill -HUP`
     if stop_requested.is_set():
         consumer.stop()
     out.print(
@@ -261,7 +266,21 @@ def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) 
     journal = None
     if cs.delivery == "effectively_once":
         journal = WriteJournal(queue_transport.client, queue_transport.keys, name, url=queue_transport.url)
-    return LogFileSink(cs.log_dir, fsync=cs.fsync, line_format=cs.line_format, journal=journal)
+    rotation = RotationPolicy(**cs.rotation.model_dump())
+    return LogFileSink(
+        cs.log_dir, fsync=cs.fsync, line_format=cs.line_format, journal=journal, rotation=rotation
+    )
+
+
+class SinkUpkeep(ConsumerHook):
+    """The sink's housekeeping on the consumer's maintenance turn: a reopen asked by SIGHUP, rotation of
+    idle files at midnight, compression of rotated files."""
+
+    def __init__(self, sink: LogFileSink) -> None:
+        self.sink = sink
+
+    def on_maintenance(self) -> None:
+        self.sink.maintain()
 
 
 def _check_timeouts(settings: Settings) -> None:

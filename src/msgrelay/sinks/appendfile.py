@@ -48,9 +48,10 @@ def locked(fds: Sequence[int]) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def cut_torn_tail(fd: int) -> int:
-    """Cut the file back to just after its last ``\\n`` and return its size. Call under the lock."""
-    info = os.fstat(fd)
+def cut_torn_tail(fd: int, info: os.stat_result | None = None) -> int:
+    """Cut the file back to just after its last ``\\n`` and return its size. Call under the lock; ``info``
+    is its ``fstat`` if already taken under the lock."""
+    info = os.fstat(fd) if info is None else info
     size = info.st_size
     if not stat.S_ISREG(info.st_mode) or size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return size
@@ -83,7 +84,7 @@ def append_whole(fd: int, data: bytes, start: int, *, fsync: bool) -> None:
 def cut_back(fd: int, start: int, error: OSError) -> None:
     """Cut a regular file back to ``start``; if even that fails, say so on ``error``."""
     try:
-        if is_regular(fd):
+        if is_regular(fd) and file_size(fd) > start:  # never extend: a file truncated meanwhile stays so
             os.ftruncate(fd, start)
     except OSError as cut_error:
         error.add_note(f"and cutting the file back to {start} bytes failed: {cut_error.strerror}")

@@ -3,12 +3,14 @@
 Field = consumer name; value = the batch that consumer is writing or has written but not yet acknowledged,
 as JSON::
 
-    {"at": <unix time>, "files": [[file_key, dev, ino, start, length, sha1_hex, handles_b64], ...]}
+    {"at": <unix time>, "files": [[file_key, dev, ino, start, length, sha1_hex, handles_b64, head_b64], ...]}
 
 (every element a string: Lua's cjson would round large integers). ``file_key`` is ``<host id>:<path>``;
-``dev``/``ino`` tell a rotated file from the one written; ``start``/``length``/``sha1_hex`` are where the
-batch's bytes for that file went and what they hash to; ``handles_b64`` is the concatenated SHA-1 of the
-transport handles of the messages in those bytes.
+``dev``/``ino`` tell a rotated file from the one written (its lines are then looked for in the rotated
+file: :func:`msgrelay.sinks.rotation.find_rotated`); ``start``/``length``/``sha1_hex`` are where the batch's
+bytes for that file went and what they hash to; ``handles_b64`` is the concatenated SHA-1 of the transport
+handles of the messages in those bytes; ``head_b64`` their first :data:`HEAD_BYTES` bytes, so that a file
+truncated since (``copytruncate``) and written again by others is never taken for our torn write and cut.
 
 The protocol (see :class:`msgrelay.sinks.files.LogFileSink`): a writer takes the file locks, records its
 entry with :meth:`WriteJournal.begin` (one round trip that also returns the other consumers' records on the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +38,7 @@ from msgrelay.keys import KeySchema
 from msgrelay.transport.base import redis_errors
 
 DIGEST_BYTES: Final = 20
+HEAD_BYTES: Final = 64
 
 # KEYS[1] journal; ARGV[1] this consumer, ARGV[2] its entry, ARGV[3..] the file keys it is about to write.
 # Returns every record on those files (without handles), this consumer's previous entry included (it may be
@@ -50,7 +54,7 @@ for i = 1, #all, 2 do
     for _, f in ipairs(entry.files) do
       if type(f) == 'table' and wanted[f[1]] then
         found[#found + 1] = all[i]
-        found[#found + 1] = cjson.encode({f[1], f[2], f[3], f[4], f[5], f[6]})
+        found[#found + 1] = cjson.encode({f[1], f[2], f[3], f[4], f[5], f[6], '', f[8]})
       end
     end
   end
@@ -60,21 +64,23 @@ return found
 """
 
 # KEYS[1] journal; ARGV[1] this consumer, ARGV[2] its new entry ('' = leave it, '-' = delete it); then
-# triples (consumer, file key, start) naming records to drop. An entry left without records is deleted.
+# quadruples (consumer, file key, inode, start) naming records to drop. An entry left without records is
+# deleted.
 _DROP: Final = """
 if ARGV[2] == '-' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 elseif ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if raw then
     local ok, entry = pcall(cjson.decode, raw)
     if ok and type(entry) == 'table' and type(entry.files) == 'table' then
       local kept = {}
       for _, f in ipairs(entry.files) do
-        if not (f[1] == ARGV[i + 1] and f[4] == ARGV[i + 2]) then kept[#kept + 1] = f end
+        local same = f[1] == ARGV[i + 1] and f[3] == ARGV[i + 2] and f[4] == ARGV[i + 3]
+        if not same then kept[#kept + 1] = f end
       end
       if #kept == 0 then
         redis.call('HDEL', KEYS[1], ARGV[i])
@@ -121,6 +127,8 @@ class FileRecord:
     length: int
     sha1: str
     handles: frozenset[bytes] = frozenset()
+    head: bytes = b""
+    """The first bytes written (up to HEAD_BYTES)."""
 
     @property
     def end(self) -> int:
@@ -130,12 +138,15 @@ class FileRecord:
         return (self.key, self.dev, self.ino) == (key, dev, ino)
 
     def is_torn(self, size: int) -> bool:
-        """Its bytes start inside the file but run past its end: the writer died mid-write."""
+        """Its bytes start inside the file but run past its end: the writer died mid-write (see
+        :func:`torn_in` for the check against the file's bytes)."""
         return self.start <= size < self.end
 
     def encode(self) -> list[str]:
         blob = base64.b64encode(b"".join(sorted(self.handles))).decode("ascii")
-        return [self.key, str(self.dev), str(self.ino), str(self.start), str(self.length), self.sha1, blob]
+        head = base64.b64encode(self.head).decode("ascii")
+        numbers = [str(self.dev), str(self.ino), str(self.start), str(self.length)]
+        return [self.key, *numbers, self.sha1, blob, head]
 
     @classmethod
     def decode(cls, fields: Sequence[Any]) -> FileRecord:
@@ -143,7 +154,23 @@ class FileRecord:
         key, dev, ino, start, length, sha1 = (str(value) for value in fields[:6])
         blob = base64.b64decode(str(fields[6])) if len(fields) > 6 else b""
         handles = frozenset(blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES))
-        return cls(key, int(dev), int(ino), int(start), int(length), sha1, handles)
+        head = base64.b64decode(str(fields[7])) if len(fields) > 7 else b""
+        return cls(key, int(dev), int(ino), int(start), int(length), sha1, handles, head)
+
+
+def torn_in(fd: int, record: FileRecord) -> bool:
+    """Whether the file open on ``fd`` ends inside ``record``'s bytes, which begin as the record says: its
+    writer died mid-write. A file truncated and written again since holds other bytes there: not torn."""
+    size = os.fstat(fd).st_size
+    if not record.is_torn(size):
+        return False
+    known = record.head[: size - record.start]
+    return os.pread(fd, len(known), record.start) == known
+
+
+def holds(fd: int, record: FileRecord) -> bool:
+    """Whether the file open on ``fd`` holds ``record``'s bytes, whole, where it says."""
+    return content_digest(os.pread(fd, record.length, record.start)) == record.sha1
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +224,7 @@ class WriteJournal:
     def _drop_records(self, own: str | bytes, dropped: Sequence[OwnedRecord]) -> None:
         args: list[str | bytes] = [self.consumer, own]
         for owned in dropped:
-            args += [owned.consumer, owned.record.key, str(owned.record.start)]
+            args += [owned.consumer, owned.record.key, str(owned.record.ino), str(owned.record.start)]
         with redis_errors(self.url):
             self._drop(keys=[self.key], args=args)
 

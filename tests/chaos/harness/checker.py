@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,14 +56,17 @@ class Seen:
 
 
 def read_logs(log_dir: Path) -> Seen:
-    """Parse every line of the four log files (text format; a last line without ``\\n`` is torn)."""
+    """Parse every line of the four log files and of their rotated files (``error.log.1``, ``.2.gz``,
+    ``error.log-20261201`` ...: any name that starts with the file's name, gzipped ones unpacked; hidden
+    temporary files are not log files). Text format; a file whose last line has no ``\\n`` is torn."""
     seen = Seen()
-    for name, msg_type in FILE_TYPES.items():
-        path = log_dir / name
-        if not path.is_file():
+    for path, msg_type in log_files(log_dir):
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        except (OSError, EOFError, zlib.error) as exc:  # a compressed file cut short counts as torn
+            seen.add_torn(f"{path.name}: {exc}")
             continue
-        data = path.read_bytes().decode("utf-8", "replace")
-        lines = data.split("\n")
+        lines = raw.decode("utf-8", "replace").split("\n")
         if lines[-1]:
             seen.add_torn(lines[-1])  # no newline at the end: a partial write left behind
         for line in lines[:-1]:
@@ -72,6 +77,18 @@ def read_logs(log_dir: Path) -> Seen:
                 continue
             seen.counts[match["id"]] += 1
     return seen
+
+
+def log_files(log_dir: Path) -> list[tuple[Path, str]]:
+    """Every file holding lines of a type: ``<name>`` and its rotated siblings, with the type."""
+    found: list[tuple[Path, str]] = []
+    if not log_dir.is_dir():
+        return found
+    for path in sorted(log_dir.iterdir()):
+        for name, msg_type in FILE_TYPES.items():
+            if path.name.startswith(name) and path.is_file():
+                found.append((path, msg_type))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

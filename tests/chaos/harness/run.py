@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from .proxy import FaultProxy
 from .redis_node import RedisNode
 from .report import ScenarioResult
 from .scale import Scale
+from .tracker import RecoveryTracker
 from .workers import WorkerPool, WorkerSpec
 
 CLAIM_IDLE_S = 2.0
@@ -113,13 +115,17 @@ class ChaosRun:
         deadline_s: float | None = None,
         expect_absent: set[str] | None = None,
         on_poll: Callable[[], None] | None = None,
+        before_check: Callable[[], None] | None = None,
     ) -> Outcome:
-        """Wait for every producer, then for the queue to drain; read the logs and fill the result row."""
+        """Wait for every producer, then for the queue to drain; read the logs and fill the result row.
+        ``before_check`` runs between the two (e.g. stop the workers: no compression while reading)."""
         for producer in self.producers:
             producer.join(120)
         drained, state, waited = wait_drained(
             self.redis(), self.transport, deadline_s or self.scale.drain_deadline_s, on_poll=on_poll
         )
+        if before_check is not None:
+            before_check()
         verdict = judge(ledger, read_logs(self.log_dir), expect_absent=expect_absent)
         self.fill(verdict)
         outcome = Outcome(verdict, state, drained, waited)
@@ -165,6 +171,35 @@ def merged(*ledgers: Ledger) -> Ledger:
         total.errors += ledger.errors
         total.ok_times += ledger.ok_times
     return total
+
+
+def kill_while_producing(
+    pool: WorkerPool,
+    producer: LedgerProducer,
+    *,
+    kills: int,
+    seed: int,
+    on_turn: Callable[[], None],
+    tracker: RecoveryTracker,
+) -> int:
+    """SIGKILL a random ready worker of ``pool`` (replaced under a new name) every so often, spread over the
+    producer's run, until ``kills`` were done and the producer is done. ``on_turn`` runs every 0.1 s turn
+    (observe the queue state, restart crashed workers). Returns the kills done."""
+    total_s = producer.plan.total / producer.plan.rate_per_s
+    interval = total_s / kills
+    rng = random.Random(seed)
+    done = 0
+    next_kill = time.monotonic() + interval / 2
+    deadline = time.monotonic() + 3 * total_s + 30
+    while (done < kills or not producer.done) and time.monotonic() < deadline:
+        on_turn()
+        ready = pool.ready_slots()
+        if done < kills and time.monotonic() >= next_kill and ready:
+            tracker.killed(pool.kill_and_restart(rng.choice(ready)).name)
+            done += 1
+            next_kill = time.monotonic() + interval
+        time.sleep(0.1)
+    return done
 
 
 def sleep_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:

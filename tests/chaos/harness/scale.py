@@ -20,6 +20,12 @@ class Scale:
     small_messages: int
     """T4, T5 (per mode), T6, T7, T10, negative controls."""
     poison: int
+    rotation_messages: int
+    """R1-R3: messages sent while files are rotated."""
+    rotations: int
+    """R1/R2: logrotate runs while messages flow."""
+    rotation_kills: int
+    """R3: workers SIGKILLed (the built-in rotation rotates as often as max_bytes says)."""
     drain_deadline_s: float
     rate_per_s: float
     """Target produce rate, so that faults land while messages are flowing."""
@@ -35,6 +41,9 @@ CI = Scale(
     t3_kills=3,
     small_messages=3_000,
     poison=10,
+    rotation_messages=6_000,
+    rotations=6,
+    rotation_kills=4,
     drain_deadline_s=12.0,
     rate_per_s=2_500.0,
 )
@@ -49,6 +58,9 @@ FULL = Scale(
     t3_kills=5,
     small_messages=20_000,
     poison=100,
+    rotation_messages=200_000,
+    rotations=20,
+    rotation_kills=20,
     drain_deadline_s=120.0,
     rate_per_s=20_000.0,
 )

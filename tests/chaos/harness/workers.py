@@ -139,6 +139,14 @@ class WorkerPool:
         self.slots[slot] = self._spawn(slot)
         return self.slots[slot]
 
+    def kill_and_restart(self, slot: int) -> Worker:
+        """SIGKILL the worker of ``slot``, wait for its end, start its replacement; returns the killed one."""
+        victim = self.slots[slot]
+        victim.signal(signal.SIGKILL)
+        victim.wait(5)
+        self.restart(slot)
+        return victim
+
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Block until every slot's worker is set up (start-up takes about a second on 2 busy cores)."""
         deadline = time.monotonic() + timeout_s
