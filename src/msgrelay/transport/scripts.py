@@ -70,7 +70,8 @@ end
 # the oldest entry still needed (the oldest pending one, else the first not delivered) drops every settled
 # entry below it, whole stream nodes at a time; only entries settled ahead of an older pending one (another
 # consumer's batch) need an XDEL each (a seek and a scan of their node: about 1 us). With other groups on
-# the stream the entries stay for them, and `trim` drops them once every group is past them.
+# the stream the entries stay for them, and `trim` drops them once every group is past them. XTRIM and XDEL
+# are pcalls: a user whose ACL refuses them still settles (its entries stay until they can be trimmed).
 STREAM_SETTLE: Final = (
     SETTLE_PRELUDE
     + """
@@ -110,9 +111,9 @@ if alone and #acked > 0 then
   local oldest = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
   if not oldest and last then  -- nothing pending: every delivered entry is settled
     local ms, seq = parse(last)
-    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', ms, seq + 1))
+    redis.pcall('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', ms, seq + 1))
   elseif oldest then
-    redis.call('XTRIM', KEYS[1], 'MINID', oldest)
+    redis.pcall('XTRIM', KEYS[1], 'MINID', oldest)
     local oms, oseq = parse(oldest)
     local ahead = {}
     for _, handle in ipairs(acked) do
@@ -120,7 +121,7 @@ if alone and #acked > 0 then
       if ms > oms or (ms == oms and seq > oseq) then ahead[#ahead + 1] = handle end
     end
     for i = 1, #ahead, 1000 do
-      redis.call('XDEL', KEYS[1], unpack(ahead, i, math.min(i + 999, #ahead)))
+      redis.pcall('XDEL', KEYS[1], unpack(ahead, i, math.min(i + 999, #ahead)))
     end
   end
 end

@@ -46,7 +46,7 @@ CI = Scale(
     rotation_messages=6_000,
     rotations=6,
     rotation_kills=4,
-    states_messages=2_000,
+    states_messages=1_000,
     drain_deadline_s=12.0,
     rate_per_s=2_500.0,
 )
