@@ -30,7 +30,7 @@ from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import BrokerError, ConfigError
 from msgrelay.forgetting import ConsumerForgetting
 from msgrelay.outage import OutageLog, wait_until_serving
-from msgrelay.reporting import plural, print_columns, print_plain
+from msgrelay.reporting import plural, print_columns, print_plain, stamped
 from msgrelay.sinks.lines import escape as visible
 from msgrelay.stopping import BoundedStop
 from msgrelay.transport.connection import check_ready
@@ -88,7 +88,7 @@ def monitor(
     if not settings.monitor.checks:
         raise ConfigError("no services to check: add [[monitor.checks]] tables to the config (see README)")
     alert_transport = open_alert_queue(settings, check=False)
-    outage = OutageLog(primary=alert_transport.primary)
+    outage = OutageLog(say=stamped(err), primary=alert_transport.primary)
 
     def push(alert: Alert) -> None:
         payload = encode_alert(alert)
@@ -139,7 +139,7 @@ def notify(
     alerts = settings.alerts
     notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
     alert_transport = open_alert_queue(settings, check=False)
-    outage = OutageLog(primary=alert_transport.primary)
+    outage = OutageLog(say=stamped(err), primary=alert_transport.primary)
     name = name or default_consumer_name()
     forgetting = ConsumerForgetting(alert_transport, settings.consumer.forget_after_s, keep=name)
     loop = NotifyLoop(

@@ -18,7 +18,14 @@ from msgrelay.errors import BrokerError, ConfigError, UnsafeRedisError
 from msgrelay.forgetting import ConsumerForgetting
 from msgrelay.outage import OutageLog, wait_until_serving
 from msgrelay.producer import Producer, send_with_resends
-from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, print_plain, print_totals
+from msgrelay.reporting import (
+    BatchReporter,
+    plural,
+    print_held_elsewhere,
+    print_plain,
+    print_totals,
+    stamped,
+)
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
@@ -214,7 +221,7 @@ def consume(
     stop.timeout_s = settings.redis.stop_timeout_s
     _check_timeouts(settings)
     queue_transport = create_transport(settings, check=False)
-    outage = OutageLog(primary=queue_transport.primary)
+    outage = OutageLog(say=stamped(err), primary=queue_transport.primary)
     try:
         with stop.bounding(queue_transport.abort):
             _consume(queue_transport, settings, stop, outage, burst=burst, quiet=quiet)
