@@ -79,6 +79,12 @@ class RedisSettings(_Section):
         description="per-command timeout; unset: the longest blocking read + 5 s, at least 10 s",
     )
     connect_timeout_s: float = Field(3.0, gt=0)
+    stop_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="after SIGTERM/Ctrl-C, consume, notify and monitor give a stalled Redis this long, then "
+        "cut their connections and exit (what was not acknowledged is delivered again)",
+    )
 
     def effective_url(self) -> str:
         """The URL clients connect to, password included (never print it: use :func:`mask_url`)."""

@@ -36,13 +36,9 @@ from msgrelay.barriers import crash_letter, refusal
 from msgrelay.codec import decode
 from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
-from msgrelay.errors import (
-    BrokerError,
-    BrokerResponseError,
-    DecodeError,
-    SinkError,
-)
+from msgrelay.errors import BrokerError, BrokerStateError, DecodeError, SinkError
 from msgrelay.message import Delivery, Message
+from msgrelay.outage import OutageLog, waitable
 from msgrelay.retries import Backoff, RetryPolicy, RetryRecord
 from msgrelay.sinks.base import Sink
 from msgrelay.transport.base import Transport
@@ -115,7 +111,9 @@ class ConsumerHook:
         """Called after a batch is settled."""
 
     def on_failure(self, error: Exception, retry_in_s: float) -> None:
-        """Called when a batch could not be written or settled; it will be retried after ``retry_in_s``."""
+        """Called when lines could not be written (their file is failing); they are written again after
+        ``retry_in_s``. Redis failures are not reported here: the consumer's :class:`OutageLog` says them
+        once per episode."""
 
     def on_maintenance(self) -> None:
         """Called every maintenance turn (about once a second): a place for housekeeping."""
@@ -148,6 +146,7 @@ class Consumer:
         max_message_bytes: int,
         hooks: Sequence[ConsumerHook] = (),
         trim_interval_s: float = 10.0,
+        outage: OutageLog | None = None,
     ) -> None:
         self.transport = transport
         self.sink = sink
@@ -162,7 +161,12 @@ class Consumer:
         self.trim_interval_s = trim_interval_s
         self.maintenance_interval_s = min(1.0, settings.claim_idle_s / 4)
         self.totals = Totals()
+        self.outage = outage or OutageLog(primary=transport.primary)
+        """Says once per episode that Redis cannot serve us, and once that it serves again."""
         self._stopping = threading.Event()
+        self._set_up = False
+        self._unsettled: _Triage | None = None
+        self._trim_failing = False
         self._held: list[Pair] = []
         self._held_types: set[str] = set()
         self._held_retry_at = 0.0
@@ -186,24 +190,31 @@ class Consumer:
     # --- the loop -------------------------------------------------------------------------------------
 
     def run(self, *, burst: bool = False) -> Totals:
-        """Process until ``stop()``; with ``burst``, until the queue is empty (nothing held or pending)."""
+        """Process until ``stop()``; with ``burst``, until the queue is empty (nothing held or pending).
+
+        Redis failing (a lost connection, a timeout, a state such as loading or a read-only replica: see
+        :mod:`msgrelay.outage`) is waited out with backoff, at start and while running; in burst mode it is
+        raised. A refusal of our request (NOPERM, WRONGTYPE ...) is raised."""
         self.totals = Totals()
-        self.transport.setup()
+        self._set_up = False
         self._recovering = True  # first settle whatever an earlier run of this consumer name left unsettled
         while not self.stopping:
             try:
+                self._set_up_once()
                 self._maintain()
+                self._settle_kept()
                 if self._retry_held_if_due(burst):
                     continue
                 deliveries = self._timed_next_work(burst)
             except BrokerError as exc:
                 self._broker_failed(exc, burst)
                 continue
-            if deliveries:
-                self._process_with_retry(deliveries, burst=burst)
-            elif self._held:
+            if deliveries and not self._process_with_retry(deliveries, burst=burst):
+                continue
+            self.outage.recovered()
+            if not deliveries and self._held:
                 self._wait_for_held()
-            elif burst:
+            elif not deliveries and burst:
                 break
         self._leave()
         return self.totals
@@ -215,6 +226,11 @@ class Consumer:
         # it could not wait (burst) or the last batch was full (a backlog: the read returned at once).
         self._busy_from = started if burst or self._backlog else time.monotonic()
         return deliveries
+
+    def _set_up_once(self) -> None:
+        if not self._set_up:
+            self.transport.setup()
+            self._set_up = True
 
     def _next_work(self, burst: bool) -> list[Delivery]:
         """The next batch, by priority: this name's own unsettled entries, entries abandoned by dead
@@ -237,10 +253,13 @@ class Consumer:
         return self._next_batch(burst)
 
     def _broker_failed(self, error: BrokerError, burst: bool) -> None:
-        """Redis failed us: back off, then look for entries a lost reply made ours. Not transient: raise."""
-        if burst or (isinstance(error, BrokerResponseError) and not error.transient):
+        """Redis failed us: say so (once per episode), back off, then look for entries a lost reply made
+        ours; the next command opens a new connection. Not something that goes away by itself: raise."""
+        if burst or not waitable(error):
             raise error
-        self._back_off(error)  # the next command opens a new connection
+        self.outage.failed(error)
+        self.totals.failed_attempts += 1
+        self._stopping.wait(self.backoff.delay(self.totals.failed_attempts))
         self._recovering = True
 
     def _wait_for_held(self) -> None:
@@ -270,8 +289,21 @@ class Consumer:
         self._last_trim = now
         try:
             self.transport.trim()
-        except Exception:
-            log.exception("trimming the queue failed; will try again in %.0fs", self.trim_interval_s)
+        except Exception as exc:
+            self._trim_failed(exc)
+        else:
+            self._trim_failing = False
+
+    def _trim_failed(self, error: Exception) -> None:
+        """Said once until a trim works again. A Redis state (loading, a replica ...) is not said here: the
+        loop's own commands fail too, and its outage log says it."""
+        if self._trim_failing or isinstance(error, BrokerStateError):
+            return
+        self._trim_failing = True
+        if isinstance(error, BrokerError):
+            log.warning("trimming the queue failed (%s); trying again every %gs", error, self.trim_interval_s)
+        else:  # a bug: the traceback, once
+            log.exception("trimming the queue failed; trying again every %gs", self.trim_interval_s)
 
     def _next_batch(self, burst: bool) -> list[Delivery]:
         size = self.settings.batch_size
@@ -293,14 +325,15 @@ class Consumer:
 
     # --- one batch ------------------------------------------------------------------------------------
 
-    def _process_with_retry(self, deliveries: list[Delivery], *, burst: bool) -> None:
-        """Process one batch. If Redis failed us the entries are still ours: back off, then recover."""
+    def _process_with_retry(self, deliveries: list[Delivery], *, burst: bool) -> bool:
+        """Process one batch; returns whether it was settled. If Redis failed us the entries are still ours:
+        back off, then recover (or settle the kept batch: ``_settle_kept``)."""
         recovered = any(delivery.attempt > 1 for delivery in deliveries)
         try:
             result = self.process(deliveries, recovered=recovered)
         except BrokerError as exc:
             self._broker_failed(exc, burst and self.totals.failed_attempts + 1 >= BURST_MAX_FAILURES)
-            return
+            return False
         if not self._held:
             self.totals.failed_attempts = 0
         self._record(result)
@@ -313,6 +346,7 @@ class Consumer:
             self._wait_for_held()  # every file we tried is failing: no point in taking more work yet
         elif self.settings.processing_delay_s > 0:
             self._stopping.wait(self.settings.processing_delay_s)  # a stop() ends the pause at once
+        return True
 
     def _record(self, result: BatchResult) -> None:
         self.totals.add(result)
@@ -324,16 +358,26 @@ class Consumer:
         started = time.monotonic()
         triage = self._triage(deliveries)
         self._write(triage)
-        self._settle(triage)
-        return BatchResult(
-            len(deliveries),
-            len(triage.written),
-            len(triage.dead),
-            time.monotonic() - started,
-            recovered,
-            retried=len(triage.retries),
-            held=len(triage.held),
-        )
+        try:
+            self._settle(triage)
+        except BrokerStateError:
+            # A state refusal (read-only replica, loading ...) is definite: the settle script did not run
+            # (each starts with a write, see transport.scripts), so the written batch is settled once Redis
+            # serves again instead of being delivered and written a second time.
+            self._unsettled = triage
+            raise
+        return _result(triage, len(deliveries), started, recovered)
+
+    def _settle_kept(self) -> None:
+        """Settle the batch whose settle Redis refused (``process``), before taking any other work."""
+        kept = self._unsettled
+        if kept is None:
+            return
+        started = time.monotonic()
+        self._settle(kept)
+        self._unsettled = None
+        fetched = len(kept.written) + len(kept.dead) + len(kept.retries) + len(kept.held)
+        self._record(_result(kept, fetched, started, recovered=True))
 
     def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
         triage = _Triage()
@@ -449,23 +493,10 @@ class Consumer:
         self._settle(triage)
         if not self._held:
             self.totals.failed_attempts = 0
-        result = BatchResult(
-            len(held),
-            len(triage.written),
-            len(triage.dead),
-            time.monotonic() - started,
-            retried=len(triage.retries),
-        )
-        self._record(result)
+        self._record(_result(triage, len(held), started, recovered=False))
         return True
 
     # --- plumbing -------------------------------------------------------------------------------------
-
-    def _back_off(self, error: Exception) -> None:
-        self.totals.failed_attempts += 1
-        delay = self.backoff.delay(self.totals.failed_attempts)
-        self._call_hooks("on_failure", error, delay)
-        self._stopping.wait(delay)
 
     def _call_hooks(self, method: str, *args: object) -> None:
         for hook in self.hooks:
@@ -473,3 +504,15 @@ class Consumer:
                 getattr(hook, method)(*args)
             except Exception:
                 log.exception("consumer hook %r failed in %s; going on", hook, method)
+
+
+def _result(triage: _Triage, fetched: int, started: float, recovered: bool) -> BatchResult:
+    return BatchResult(
+        fetched,
+        len(triage.written),
+        len(triage.dead),
+        time.monotonic() - started,
+        recovered,
+        retried=len(triage.retries),
+        held=len(triage.held),
+    )

@@ -8,7 +8,9 @@
     │   ├── BrokerConnectionError   cannot reach the server, or the connection dropped
     │   │   └── ProduceOutcomeUnknown   the connection failed after messages were sent: stored or not?
     │   ├── BrokerTimeoutError      the server did not answer in time
-    │   └── BrokerResponseError     the server answered with an error (OOM, NOPERM, WRONGTYPE ...)
+    │   └── BrokerResponseError     the server answered with an error (NOPERM, WRONGTYPE ...)
+    │       └── BrokerStateError    ... about its state, not our request: loading, a read-only replica,
+    │                               persistence failing, a busy script, out of memory: wait it out
     ├── MessageError                a message that cannot be sent or processed
     │   ├── MessageTooLarge         over ``max_message_bytes``
     │   └── DecodeError             raw entry that is not a valid message; keeps the raw bytes
@@ -86,6 +88,19 @@ class BrokerResponseError(BrokerError):
     def __init__(self, message: str, *, url: str = "", transient: bool = False) -> None:
         super().__init__(message, url=url)
         self.transient = transient
+
+
+class BrokerStateError(BrokerResponseError):
+    """Redis is running but its state, not our request, makes it refuse the command right now.
+
+    ``state`` is the error code of the reply (``LOADING``, ``READONLY``, ``MASTERDOWN``, ``MISCONF``,
+    ``BUSY``, ``NOREPLICAS``, ``OOM``, ``UNBLOCKED``, ``NOGROUP`` ...; the list and its sources are in
+    :mod:`msgrelay.transport.states`). Always transient: long-running commands wait it out with backoff and
+    resume; the message names the state in words ("Redis at ... is loading its dataset")."""
+
+    def __init__(self, message: str, *, url: str = "", state: str) -> None:
+        super().__init__(message, url=url, transient=True)
+        self.state = state
 
 
 class MessageError(MsgrelayError):

@@ -24,6 +24,9 @@ import redis
 from msgrelay.errors import MsgrelayError
 
 READY_LINE = b"ready to accept connections"  # 6.2 and 7.x, tcp or unix socket
+LISTENING_LINE = b"server initialized"
+"""Logged once the sockets listen, before the dataset is loaded (6.2 and 7.x): from then on the server
+answers, with ``-LOADING`` until the dataset is in memory."""
 START_TIMEOUT_S = 20.0
 
 
@@ -93,7 +96,9 @@ class RedisServer:
             raise RedisServerError("redis-server is not running")
         return self.process.pid
 
-    def start(self) -> Self:
+    def start(self, *, loaded: bool = True) -> Self:
+        """Start and return once it is ready; with ``loaded=False`` as soon as it answers, which may be
+        while it still loads its dataset (a test of what clients see during ``LOADING``)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         args = [
@@ -111,17 +116,17 @@ class RedisServer:
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._wait_ready()
-        self._verify_pid()
+        self._wait_for(READY_LINE if loaded else LISTENING_LINE)
+        self._verify_pid()  # INFO is answered while loading too
         return self
 
-    def _wait_ready(self) -> None:
-        """Read the server's log until it says it is ready: an event, not a sleep."""
+    def _wait_for(self, mark: bytes) -> None:
+        """Read the server's log until it says ``mark`` (ready, or listening): an event, not a sleep."""
         assert self.process is not None and self.process.stdout is not None
         seen: list[bytes] = []
         for line in self.process.stdout:
             seen.append(line)
-            if READY_LINE in line.lower():
+            if mark in line.lower():
                 # Keep draining its output so a chatty server never blocks on a full pipe.
                 _drain_in_background(self.process.stdout)
                 return

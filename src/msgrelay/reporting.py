@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from rich.cells import cell_len
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from msgrelay.consumer import BatchResult, ConsumerHook, Totals
 from msgrelay.deadletter import DeadLetterEntry
-from msgrelay.errors import BrokerConnectionError, BrokerError, BrokerTimeoutError, SinkError
+from msgrelay.errors import SinkError
 from msgrelay.monitor import AlertStats, QueueStats
 from msgrelay.sinks.lines import escape as visible
 from msgrelay.transport.base import HeldEntries
@@ -81,13 +81,17 @@ class BatchReporter(ConsumerHook):
 
 
 def _what_failed(error: Exception) -> str:
+    # Redis failures are not reported through on_failure: the consumer's outage log says them, once per
+    # episode (see stamped)
     if isinstance(error, SinkError):
         return "log file not writable (its lines are held, not acknowledged)"
-    if isinstance(error, BrokerConnectionError | BrokerTimeoutError):
-        return "Redis unavailable"
-    if isinstance(error, BrokerError):
-        return "Redis refused a command"
     return "batch failed"
+
+
+def stamped(console: Console) -> Callable[[str], None]:
+    """Prints each line with the time in front, like the batch lines: the ``say`` of the long-running
+    commands' :class:`~msgrelay.outage.OutageLog` (on stderr, ``--quiet`` or not)."""
+    return lambda line: print_plain(console, f"{now_iso()} {line}")
 
 
 def _success(written: int, fetched: int) -> str:

@@ -35,7 +35,7 @@ from redis.retry import Retry
 
 from msgrelay.alerting.model import Alert, Status
 from msgrelay.alerting.settings import CheckSettings
-from msgrelay.errors import ConfigError
+from msgrelay.errors import BrokerError, ConfigError
 from msgrelay.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -557,6 +557,8 @@ class Monitor:
         for index, alert in enumerate(alerts):
             try:
                 push(alert)
+            except BrokerError:
+                return alerts[index:]  # Redis cannot take it now: the pusher says why, once per outage
             except Exception:
                 log.exception("cannot push the %s alert of %s; will try again", alert.status, alert.service)
                 return alerts[index:]

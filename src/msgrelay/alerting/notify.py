@@ -42,6 +42,7 @@ from msgrelay.errors import (
     NotifyTransientError,
 )
 from msgrelay.message import Delivery
+from msgrelay.outage import OutageLog
 from msgrelay.retries import Backoff, RetryPolicy
 from msgrelay.transport.base import Transport, raw_command, redis_errors
 
@@ -119,6 +120,7 @@ class NotifyLoop:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         housekeeping: Callable[[], object] | None = None,
+        outage: OutageLog | None = None,
     ) -> None:
         self.transport = transport
         self.notifiers = dict(notifiers)
@@ -139,20 +141,27 @@ class NotifyLoop:
         self._next_takeover = 0.0
         self.housekeeping = housekeeping
         """Called once a second with the take-over (forgetting gone consumers: see msgrelay.forgetting)."""
+        self.outage = outage or OutageLog(primary=transport.primary)
+        """Says once per episode that Redis cannot serve us, and once that it serves again."""
 
     # --- the loop ---------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, block_s: float = 1.0, burst: bool = False) -> NotifyTotals:
         """Intake and delivery until ``stop`` is set; ``burst``: until no alert and no due item is left.
 
-        Redis failing is waited out with backoff (the next command reconnects; what this name read and did
-        not acknowledge is recovered); in burst mode it is raised."""
-        self.transport.setup()
+        Redis failing (at start or while running: a lost connection, loading, a read-only replica ...) is
+        waited out with backoff and said once per episode (the next command reconnects; what this name read
+        and did not acknowledge is recovered); in burst mode it is raised."""
         failures = 0
+        set_up = False
         while not stop.is_set():
             try:
+                if not set_up:
+                    self.transport.setup()
+                    set_up = True
                 read = self.intake(0.0 if burst else self._wait_s(block_s))
                 handled = self.deliver_due()
+                self.outage.recovered()
                 if burst and not read and not handled and not self._due_soon():
                     break
                 failures = 0
@@ -160,10 +169,9 @@ class NotifyLoop:
                 if burst:
                     raise
                 failures += 1
-                delay = BACKOFF.delay(failures)
-                log.warning("Redis failed the notify loop (%s); trying again in %.1fs", exc, delay)
+                self.outage.failed(exc)
                 self._recovering = True
-                stop.wait(delay)
+                stop.wait(BACKOFF.delay(failures))
         return self.totals
 
     def _wait_s(self, block_s: float) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +27,13 @@ from msgrelay.cli.common import (
 from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.codec import visible_surrogates
 from msgrelay.consumer import default_consumer_name
-from msgrelay.errors import ConfigError
+from msgrelay.errors import BrokerError, ConfigError
 from msgrelay.forgetting import ConsumerForgetting
-from msgrelay.reporting import plural, print_columns, print_plain
+from msgrelay.outage import OutageLog, wait_until_serving
+from msgrelay.reporting import plural, print_columns, print_plain, stamped
 from msgrelay.sinks.lines import escape as visible
+from msgrelay.stopping import BoundedStop
+from msgrelay.transport.connection import check_ready
 
 silence_app = typer.Typer(
     help="Silence alerts of a service for a while; list and expire silences.", no_args_is_help=True
@@ -80,25 +81,35 @@ def monitor(
     """Check the services of [[monitor.checks]]; push an alert when one goes DOWN or comes back UP."""
     from msgrelay.alerting.health import Monitor  # noqa: PLC0415 - httpx: only for the commands that use it
 
+    stop = BoundedStop()
+    stop.install()
     settings = alert_settings(config, redis_url, transport)
+    stop.timeout_s = settings.redis.stop_timeout_s
     if not settings.monitor.checks:
         raise ConfigError("no services to check: add [[monitor.checks]] tables to the config (see README)")
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    alert_transport = open_alert_queue(settings)
+    alert_transport = open_alert_queue(settings, check=False)
+    outage = OutageLog(say=stamped(err), primary=alert_transport.primary)
 
     def push(alert: Alert) -> None:
         payload = encode_alert(alert)
-        alert_transport.send([payload])  # a failure is raised: the monitor keeps the alert and retries
+        try:
+            alert_transport.send([payload])  # a failure is raised: the monitor keeps the alert and retries
+        except BrokerError as exc:
+            outage.failed(exc)
+            raise
+        outage.recovered()
         out.print(payload.decode(), markup=False)
 
     services = ", ".join(check.service for check in settings.monitor.checks)
-    out.print(
-        f"monitoring {services} into {alert_transport.name} {alert_transport.keys.queue!r}", markup=False
-    )
     try:
-        Monitor.from_settings(list(settings.monitor.checks)).run(push, stop)
+        with stop.bounding(alert_transport.abort):
+            if not wait_until_serving(lambda: check_ready(alert_transport), stop.requested, outage):
+                return
+            out.print(
+                f"monitoring {services} into {alert_transport.name} {alert_transport.keys.queue!r}",
+                markup=False,
+            )
+            Monitor.from_settings(list(settings.monitor.checks)).run(push, stop.requested)
     finally:
         alert_transport.close()
 
@@ -120,14 +131,15 @@ def notify(
     from msgrelay.alerting.notify import NotifyLoop, NotifyPolicy  # noqa: PLC0415
     from msgrelay.alerting.settings import notifier_name  # noqa: PLC0415
 
+    stop = BoundedStop()
+    stop.install()
     settings = alert_settings(config, redis_url, transport)
     settings.check_blocking_reads("alerts")
+    stop.timeout_s = settings.redis.stop_timeout_s
     alerts = settings.alerts
     notifiers = {notifier_name(each): build_notifier(each) for each in alerts.notifiers}
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    alert_transport = open_alert_queue(settings)
+    alert_transport = open_alert_queue(settings, check=False)
+    outage = OutageLog(say=stamped(err), primary=alert_transport.primary)
     name = name or default_consumer_name()
     forgetting = ConsumerForgetting(alert_transport, settings.consumer.forget_after_s, keep=name)
     loop = NotifyLoop(
@@ -141,11 +153,17 @@ def notify(
         max_deliveries=settings.consumer.max_deliveries,
         group_wait_s=0.0 if burst else alerts.group_wait_s,
         housekeeping=forgetting.forget_if_due,
+        outage=outage,
     )
     source = f"{alert_transport.name} {alert_transport.keys.queue!r}"
-    err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)
     try:
-        totals = loop.run(stop, block_s=alerts.block_timeout_s, burst=burst)
+        with stop.bounding(alert_transport.abort):
+            if burst:  # a burst fails fast, as it does while running
+                check_ready(alert_transport)
+            elif not wait_until_serving(lambda: check_ready(alert_transport), stop.requested, outage):
+                return
+            err.print(f"notifying {', '.join(notifiers)} of alerts from {source}", markup=False)
+            totals = loop.run(stop.requested, block_s=alerts.block_timeout_s, burst=burst)
     finally:
         for notifier in notifiers.values():
             notifier.close()

@@ -16,7 +16,7 @@ import typer
 from msgrelay import __version__
 from msgrelay.cli import alerts, dlq, logs, ops
 from msgrelay.cli.common import err, out
-from msgrelay.cli.exit_codes import HINTS, exit_code_for
+from msgrelay.cli.exit_codes import exit_code_for, hint_for
 from msgrelay.cli.help import use_plain_help
 from msgrelay.errors import MsgrelayError
 
@@ -57,6 +57,6 @@ def main() -> None:
         app(prog_name="msgrelay")  # usage errors (exit 2) and Ctrl-C are handled by Typer itself
     except MsgrelayError as exc:
         code = exit_code_for(exc)
-        hint = HINTS.get(code)
+        hint = hint_for(exc)
         err.print(f"error: {exc}" + (f"; {hint}" if hint else ""), markup=False, soft_wrap=True)
         sys.exit(code)

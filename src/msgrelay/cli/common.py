@@ -52,9 +52,9 @@ def alert_settings(config: Path | None, redis_url: str | None, transport: str | 
     return load_settings(config, {"redis": {"url": redis_url}, "alerts": {"transport": transport}})
 
 
-def open_alert_queue(settings: Settings) -> Transport:
-    """The alert queue's transport (alerts never share the log messages' queue)."""
-    return create_transport(settings, queue=settings.alerts.as_queue(settings.queue.namespace))
+def open_alert_queue(settings: Settings, *, check: bool = True) -> Transport:
+    """The alert queue's transport (alerts never share the log messages' queue); ``check``: PING it now."""
+    return create_transport(settings, check=check, queue=settings.alerts.as_queue(settings.queue.namespace))
 
 
 def utc(ts: float) -> str:

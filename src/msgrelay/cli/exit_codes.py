@@ -11,6 +11,7 @@ from enum import IntEnum
 from msgrelay.errors import (
     BrokerConnectionError,
     BrokerError,
+    BrokerStateError,
     BrokerTimeoutError,
     ConfigError,
     MessageError,
@@ -36,6 +37,7 @@ class ExitCode(IntEnum):
 _EXIT_CODES: tuple[tuple[type[MsgrelayError], ExitCode], ...] = (
     (ConfigError, ExitCode.CONFIG_ERROR),
     (UnsafeRedisError, ExitCode.UNSAFE_REDIS),
+    (BrokerStateError, ExitCode.REDIS_UNAVAILABLE),  # running, but not serving now: wait and retry
     (BrokerConnectionError, ExitCode.REDIS_UNAVAILABLE),
     (BrokerTimeoutError, ExitCode.REDIS_UNAVAILABLE),
     (BrokerError, ExitCode.REDIS_ERROR),
@@ -54,3 +56,13 @@ HINTS: dict[ExitCode, str] = {
     ExitCode.CONFIG_ERROR: "see `msgrelay config show` and the README's Configuration section",
 }
 """What to look at next, printed after the error line."""
+
+STATE_HINT = "Redis is running but cannot serve this now: try again later (consume, notify and monitor wait)"
+"""The hint of a :class:`BrokerStateError` (loading, a read-only replica ...): not "check that it runs"."""
+
+
+def hint_for(error: MsgrelayError) -> str | None:
+    """What to look at next after ``error``'s line, if anything."""
+    if isinstance(error, BrokerStateError):
+        return STATE_HINT
+    return HINTS.get(exit_code_for(error))

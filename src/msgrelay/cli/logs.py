@@ -16,14 +16,23 @@ from msgrelay.consumer import Consumer, ConsumerHook, default_consumer_name
 from msgrelay.dlq import DeadLetterRetention, DeadLetterStore
 from msgrelay.errors import BrokerError, ConfigError, UnsafeRedisError
 from msgrelay.forgetting import ConsumerForgetting
+from msgrelay.outage import OutageLog, wait_until_serving
 from msgrelay.producer import Producer, send_with_resends
-from msgrelay.reporting import BatchReporter, plural, print_held_elsewhere, print_plain, print_totals
+from msgrelay.reporting import (
+    BatchReporter,
+    plural,
+    print_held_elsewhere,
+    print_plain,
+    print_totals,
+    stamped,
+)
 from msgrelay.safety import unsafe_settings
 from msgrelay.sinks.files import LogFileSink
 from msgrelay.sinks.journal import WriteJournal
 from msgrelay.sinks.rotation import RotationPolicy
+from msgrelay.stopping import BoundedStop
 from msgrelay.transport.base import HeldEntries, Transport
-from msgrelay.transport.connection import create_transport
+from msgrelay.transport.connection import check_ready, create_transport
 
 SEND_RESEND_FOR_S = 5.0
 """How long ``msgrelay send`` resends a message whose outcome is unknown (same id) before giving up."""
@@ -205,14 +214,35 @@ def consume(
         "max_deliveries": max_deliveries,
         "delivery": delivery,
     }
-    stop_requested = threading.Event()  # a signal during start-up: stop before taking any work
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop_requested.set())
+    stop = BoundedStop()  # a signal during start-up: stop before taking any work
+    stop.install()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nothing is open yet to reopen; never die of it
     settings = cli_settings(config, redis_url, transport, consumer=consumer_flags)
+    stop.timeout_s = settings.redis.stop_timeout_s
     _check_timeouts(settings)
-    queue_transport = create_transport(settings)
-    _check_server(queue_transport, settings)
+    queue_transport = create_transport(settings, check=False)
+    outage = OutageLog(say=stamped(err), primary=queue_transport.primary)
+    try:
+        with stop.bounding(queue_transport.abort):
+            _consume(queue_transport, settings, stop, outage, burst=burst, quiet=quiet)
+    finally:
+        queue_transport.close()
+
+
+def _consume(
+    queue_transport: Transport,
+    settings: Settings,
+    stop: BoundedStop,
+    outage: OutageLog,
+    *,
+    burst: bool,
+    quiet: bool,
+) -> None:
+    """``consume`` once its transport exists: wait until Redis serves (unless ``burst``), then run."""
+    if burst:  # a drain fails fast, as it does while running
+        _check_server(queue_transport, settings)
+    elif not wait_until_serving(lambda: _check_server(queue_transport, settings), stop.requested, outage):
+        return  # stopped before Redis could serve
     name = settings.consumer.consumer_name or default_consumer_name()  # the sink's journal needs it too
     cs = settings.consumer.model_copy(update={"consumer_name": name})
     sink = _log_file_sink(cs, name, queue_transport)
@@ -229,12 +259,10 @@ def consume(
         max_message_bytes=settings.queue.max_message_bytes,
         hooks=hooks,
         trim_interval_s=settings.queue.trim_interval_s,
+        outage=outage,
     )
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: consumer.stop())
+    stop.on_request(consumer.stop)
     signal.signal(signal.SIGHUP, lambda *_: sink.request_reopen())  # logrotate's postrotate `kill -HUP`
-    if stop_requested.is_set():
-        consumer.stop()
     out.print(
         f"consumer {consumer.name} reading {queue_transport.name} queue {queue_transport.keys.queue!r} "
         f"into {sink.log_dir}" + (" (burst)" if burst else ""),
@@ -246,9 +274,10 @@ def consume(
         held = _held_elsewhere(queue_transport, name, cs.claim_idle_s) if burst else []
     finally:
         sink.close()
-        queue_transport.close()
     if reporter is not None:
         reporter.finish(totals)  # the last, coalesced batches of the run
+    if stop.forced:
+        err.print(_FORCED_STOP.format(stop.timeout_s), markup=False, soft_wrap=True)
     print_totals(out, totals, stopped_by_signal=consumer.stopping)
     print_held_elsewhere(out, held, cs.claim_idle_s)
 
@@ -260,6 +289,12 @@ def _held_elsewhere(queue_transport: Transport, name: str, claim_idle_s: float) 
         return queue_transport.held_elsewhere(name, claim_idle_s)
     except BrokerError:
         return []
+
+
+_FORCED_STOP = (
+    "Redis did not answer within stop_timeout_s = {:g}s of the stop: connections cut; what was not "
+    "acknowledged is delivered again (to this name on restart, or to another consumer after claim_idle_s)"
+)
 
 
 def _log_file_sink(cs: ConsumerSettings, name: str, queue_transport: Transport) -> LogFileSink:
@@ -299,7 +334,8 @@ def _check_timeouts(settings: Settings) -> None:
 
 
 def _check_server(queue_transport: Transport, settings: Settings) -> None:
-    """Warn loudly (or refuse) when Redis may evict or forget queue data."""
+    """Redis serves; warn loudly (or refuse) when it may evict or forget queue data."""
+    check_ready(queue_transport)
     problems = unsafe_settings(queue_transport.client, queue_transport.url)
     if not problems:
         return

@@ -22,12 +22,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
+from redis.exceptions import BusyLoadingError
 
 from msgrelay.deadletter import DeadLetter
-from msgrelay.errors import BrokerConnectionError, BrokerError, BrokerResponseError, BrokerTimeoutError
+from msgrelay.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    BrokerResponseError,
+    BrokerStateError,
+    BrokerTimeoutError,
+)
 from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
+from msgrelay.transport.states import STATES, state_of
 
 
 def raw_command(target: redis.Redis | redis.client.Pipeline, *args: object) -> Any:
@@ -37,44 +45,44 @@ def raw_command(target: redis.Redis | redis.client.Pipeline, *args: object) -> A
 
 @contextmanager
 def redis_errors(url: str) -> Iterator[None]:
-    """The one place where redis-py exceptions become msgrelay errors. ``url`` must already be masked."""
+    """The one place where redis-py exceptions become msgrelay errors. ``url`` must already be masked.
+
+    A reply about the server's state rather than our request (loading, a read-only replica ...: the table
+    in :mod:`msgrelay.transport.states`) becomes :class:`BrokerStateError`, which long-running commands
+    wait out; redis-py files LOADING under its connection errors, so states are told apart first."""
     try:
         yield
-    except redis.exceptions.TimeoutError as exc:
-        raise BrokerTimeoutError(f"Redis at {url} did not answer in time ({exc})", url=url) from exc
-    except redis.exceptions.AuthenticationError as exc:
-        raise BrokerConnectionError(f"Redis at {url} refused the credentials ({exc})", url=url) from exc
-    except redis.exceptions.ConnectionError as exc:
-        raise BrokerConnectionError(f"cannot connect to Redis at {url} ({exc})", url=url) from exc
-    except redis.exceptions.ResponseError as exc:
-        raise BrokerResponseError(
-            f"Redis at {url} answered with an error: {exc}", url=url, transient=_transient(exc)
-        ) from exc
     except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis error at {url}: {exc}", url=url) from exc
+        raise _translated(exc, url) from exc
 
 
-_TRANSIENT_CLASSES = (
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-_TRANSIENT_PREFIXES = (
-    "OOM",
-    "BUSY",
-    "TRYAGAIN",
-    "MASTERDOWN",
-    "READONLY",
-    "MISCONF",
-    "NOREPLICAS",
-    "LOADING",
-)
+def _translated(exc: redis.exceptions.RedisError, url: str) -> BrokerError:
+    state = state_of(exc.status_code, str(exc))
+    if state is not None and isinstance(exc, redis.exceptions.ResponseError | BusyLoadingError):
+        reply = _reply(exc, state)
+        return BrokerStateError(f"Redis at {url} {STATES[state]} ({reply})", url=url, state=state)
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return BrokerTimeoutError(f"Redis at {url} did not answer in time ({exc})", url=url)
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return BrokerConnectionError(f"Redis at {url} refused the credentials ({exc})", url=url)
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        return BrokerConnectionError(f"cannot connect to Redis at {url} ({exc})", url=url)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return BrokerResponseError(f"Redis at {url} answered with an error: {exc}", url=url)
+    return BrokerError(f"Redis error at {url}: {exc}", url=url)
 
 
-def _transient(exc: redis.exceptions.ResponseError) -> bool:
-    """Whether an error reply goes away on its own (memory freed, failover over, script finished)."""
-    return isinstance(exc, _TRANSIENT_CLASSES) or str(exc).lstrip().upper().startswith(_TRANSIENT_PREFIXES)
+def _reply(exc: redis.exceptions.RedisError, state: str, limit: int = 120) -> str:
+    """The server's reply from the state's code on (redis-py drops the code it knows; Redis 6.2 wraps it in
+    a script error), cut to its first sentence (MISCONF's runs to 300 characters)."""
+    text = str(exc)
+    embedded = text.find(f"-{state} ")
+    if embedded >= 0:
+        text = text[embedded + 1 :]
+    elif not text.startswith(state):
+        text = f"{state} {text}"
+    first = text.split(". ", 1)[0].rstrip(".")
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +192,30 @@ class Transport(ABC):
 
     def close(self) -> None:
         self.client.close()
+
+    def ping(self) -> None:
+        """PING: raises the ``Broker*`` error that says why the server cannot serve (unreachable, loading,
+        refusing writes after a failed save, busy, a replica without its primary ...)."""
+        with redis_errors(self.url):
+            self.client.ping()
+
+    def abort(self) -> None:
+        """Cut every connection to Redis now; safe from another thread. A command waiting on the server
+        (a stalled one: ``kill -STOP``) fails at once with :class:`BrokerConnectionError` instead of after
+        ``socket_timeout_s``; the next command connects again. Used to bound a stop (``stop_timeout_s``)."""
+        self.client.connection_pool.disconnect(inuse_connections=True)
+
+    def primary(self) -> str | None:
+        """``host:port`` of the primary when the server is a replica (``ROLE``), else None; never raises,
+        it only adds a detail to the line that says the server is a replica."""
+        try:
+            role = raw_command(self.client, "ROLE")
+        except redis.exceptions.RedisError:
+            return None
+        if not role or role[0] not in (b"slave", "slave"):
+            return None
+        host = role[1].decode() if isinstance(role[1], bytes) else str(role[1])
+        return f"{host}:{role[2]}"
 
     def _settlement_args(
         self,

@@ -49,6 +49,15 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
     return client
 
 
+def check_ready(transport: Transport) -> None:
+    """Fail now, with the one error that says why, unless the server serves this transport: unreachable
+    (:class:`~msgrelay.errors.BrokerConnectionError`), not serving now (a state: loading, a failed save ...,
+    :class:`~msgrelay.errors.BrokerStateError`) or a Redis Cluster node. The start-up check of the
+    long-running commands, which wait out a state (:func:`msgrelay.outage.wait_until_serving`)."""
+    transport.ping()
+    refuse_cluster(transport.client, transport.url)
+
+
 def create_transport(
     settings: Settings, *, check: bool = True, queue: QueueSettings | None = None
 ) -> Transport:

@@ -7,12 +7,17 @@ restart takes them back (``recover``), and any live consumer takes over entries 
 ``n`` (deliveries so far) and ``e`` (the last error). The group is created at id ``0``: messages produced
 before the first consumer started are processed too.
 
-Settled entries are trimmed with ``XTRIM MINID`` below the oldest entry still pending or undelivered, never
-with ``MAXLEN`` (which deletes entries whether or not anyone processed them).
+Settled entries are deleted with their ack (``XDEL`` in the settle script) while our group is the only one
+reading the stream, so the stream holds exactly what is not settled yet and a group deleted under us
+(FLUSHALL, DEL, XGROUP DESTROY) is created again at ``0`` without delivering anything already written. With
+other groups on the stream they stay until ``XTRIM MINID`` drops them below the oldest entry any group
+still needs (pending or undelivered), never with ``MAXLEN`` (which deletes entries whether or not anyone
+processed them).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +31,8 @@ from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
 from msgrelay.transport import scripts
 from msgrelay.transport.base import HeldEntries, Transport, raw_command, redis_errors
+
+log = logging.getLogger(__name__)
 
 StreamEntry = list[Any]
 """An entry as hiredis parses it: ``[id, [field, value, field, value ...]]``; the fields are None for an
@@ -132,7 +139,9 @@ class StreamTransport(Transport):
         ids: list[StreamIdT] = [d.handle for d in deliveries]
         with redis_errors(self.url):
             # XCLAIM ... JUSTID resets the idle time without counting a delivery.
-            self.client.xclaim(self.keys.queue, self.group, consumer, 0, ids, justid=True)
+            self._call_with_group(
+                lambda: self.client.xclaim(self.keys.queue, self.group, consumer, 0, ids, justid=True)
+            )
 
     def _read(self, consumer: str, count: int, from_id: bytes, block_s: float) -> list[LiveEntry]:
         # BLOCK 0 would mean "forever": a non-blocking read leaves BLOCK out.
@@ -163,12 +172,22 @@ class StreamTransport(Transport):
         return live
 
     def _call_with_group(self, command: Any) -> Any:
+        """``command()``; if the stream or our group was deleted under us (FLUSHALL, DEL, XGROUP DESTROY),
+        create the group again and retry once. It is created at 0: settled entries were deleted with their
+        ack (see ``scripts.STREAM_SETTLE``), so what it delivers is exactly what was never settled,
+        entries a dead consumer held at the time included."""
         try:
             return command()
         except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not str(exc).startswith("NOGROUP"):
                 raise
-            self.setup()  # the stream or group was deleted under us: recreate and try again
+            self.setup()
+            log.warning(
+                "consumer group %r of stream %r was deleted (FLUSHALL, DEL or XGROUP DESTROY): created it "
+                "again; it delivers every entry not settled yet",
+                self.group,
+                self.keys.queue,
+            )
             return command()
 
     def _with_delivery_counts(self, consumer: str, entries: Sequence[LiveEntry]) -> list[Delivery]:
@@ -178,8 +197,10 @@ class StreamTransport(Transport):
         ids = [entry_id for entry_id, _ in entries]
         with redis_errors(self.url):
             first, last = min(ids, key=_parse_id), max(ids, key=_parse_id)  # ids compare as numbers
-            pending = self.client.xpending_range(
-                self.keys.queue, self.group, first, last, len(ids) * 2 + 10, consumer
+            pending = self._call_with_group(
+                lambda: self.client.xpending_range(
+                    self.keys.queue, self.group, first, last, len(ids) * 2 + 10, consumer
+                )
             )
         times = {row["message_id"]: int(row["times_delivered"]) for row in pending}
         return [_delivery(entry_id, fields, times.get(entry_id, 2)) for entry_id, fields in entries]

@@ -2,6 +2,11 @@
 
 ``lost = ok - seen`` (must be 0), ``recovered = unknown & seen``, ``unexpected = seen - attempted``,
 ``dup = sum(count - 1)``, ``torn`` = lines that do not parse as one whole message in the right file.
+
+Where Redis itself deletes queued messages (FLUSHALL, DEL of the queue), the scenario reads the queue in the
+same transaction as the deletion (:func:`ids_in_queue`): those ids are ``dropped``, not ``lost``. ``lost``
+stays every other acknowledged send without its line, so everything produced after the deletion must be
+written.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ class Verdict:
     fail_seen: int
     dup_ok: int
     """ids sent with a definite ``ok`` that have more than one line."""
+    dropped: int = 0
+    """ids sent ``ok`` that Redis itself deleted before any consumer took them (FLUSHALL, DEL)."""
     lost_sample: tuple[str, ...] = ()
     torn_sample: tuple[str, ...] = ()
 
@@ -112,15 +119,22 @@ class Verdict:
         return (
             f"ok={self.ok} fail={self.fail} unknown={self.unknown} seen={self.seen} lost={self.lost} "
             f"recovered={self.recovered} unexpected={self.unexpected} dup={self.dup} torn={self.torn} "
-            f"fail_seen={self.fail_seen} dup_ok={self.dup_ok}"
+            f"fail_seen={self.fail_seen} dup_ok={self.dup_ok} dropped={self.dropped}"
         )
 
 
-def judge(ledger: Ledger, seen: Seen, *, expect_absent: set[str] | None = None) -> Verdict:
-    """Compare the ledger with the lines. ``expect_absent`` (the poison set) is left out of ``lost``."""
+def judge(
+    ledger: Ledger,
+    seen: Seen,
+    *,
+    expect_absent: set[str] | None = None,
+    dropped: frozenset[str] = frozenset(),
+) -> Verdict:
+    """Compare the ledger with the lines. ``expect_absent`` (the poison set) is left out of ``lost``, and so
+    are the ids Redis itself deleted from the queue (``dropped``, counted apart)."""
     seen_ids = set(seen.counts)
     absent_ok = expect_absent or set()
-    lost = (ledger.ok - absent_ok) - seen_ids
+    lost = (ledger.ok - absent_ok - dropped) - seen_ids
     return Verdict(
         ok=len(ledger.ok),
         fail=len(ledger.fail),
@@ -133,6 +147,7 @@ def judge(ledger: Ledger, seen: Seen, *, expect_absent: set[str] | None = None) 
         torn=seen.torn,
         fail_seen=len(ledger.fail & seen_ids),
         dup_ok=sum(1 for i, count in seen.counts.items() if count > 1 and i in ledger.ok),
+        dropped=len((ledger.ok & dropped) - seen_ids),
         lost_sample=tuple(sorted(lost)[:5]),
         torn_sample=tuple(seen.torn_samples),
     )
@@ -199,6 +214,21 @@ def xrange(
 ) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of a stream from ``start`` (all of them, or the first ``count``)."""
     return cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key, min=start, max="+", count=count))
+
+
+def ids_in_queue(client: redis.Redis, transport: str, *deletion: object) -> frozenset[str]:
+    """Run ``deletion`` (FLUSHALL, DEL ...) in one transaction after reading every entry of the queue: the
+    message ids Redis itself deletes from it (the rest of what it deletes, such as processing lists, is
+    held by live consumers, which write it)."""
+    pipe = client.pipeline(transaction=True)
+    if transport == "streams":
+        pipe.xrange(STREAM)
+    else:
+        pipe.lrange(BUFFER, 0, -1)
+    pipe.execute_command(*deletion)  # type: ignore[no-untyped-call]
+    entries = pipe.execute()[0]
+    raws = [fields[b"m"] for _, fields in entries] if transport == "streams" else entries
+    return frozenset(str(orjson.loads(raw)["id"]) for raw in raws)
 
 
 def _dead_letters(client: redis.Redis, key: str) -> tuple[set[str], dict[str, int]]:

@@ -45,8 +45,11 @@ class RedisNode:
             raise RedisServerError("the chaos redis-server was never started")
         return self.server
 
-    def start(self) -> RedisNode:
-        self.server = RedisServer(self.data_dir, tcp_port=self.port, extra_args=self.args).start()
+    def start(self, *, extra: tuple[str, ...] = (), loaded: bool = True) -> RedisNode:
+        """Start (on the same data dir and port); ``extra`` arguments for this start only; ``loaded=False``
+        returns once it answers, possibly still loading its dataset (answering LOADING)."""
+        server = RedisServer(self.data_dir, tcp_port=self.port, extra_args=(*self.args, *extra))
+        self.server = server.start(loaded=loaded)
         return self
 
     def alive(self) -> bool:
@@ -61,11 +64,11 @@ class RedisNode:
         assert server.process is not None
         server.process.wait(timeout=10)
 
-    def restart(self) -> None:
+    def restart(self, *, extra: tuple[str, ...] = (), loaded: bool = True) -> None:
         """Start again on the same data dir and port; RedisServer re-verifies the new pid."""
         if self.alive():
             raise RedisServerError("restart() of a running server")
-        self.start()
+        self.start(extra=extra, loaded=loaded)
         self.restarts += 1
 
     def pause(self) -> None:

@@ -18,6 +18,7 @@ COLUMNS = (
     ("fail", "fail"),
     ("unknown", "unknown"),
     ("lost", "lost"),
+    ("dropped", "dropped by Redis"),
     ("recovered", "recovered"),
     ("unexpected", "unexpected"),
     ("dup", "dup"),
@@ -35,6 +36,7 @@ class ScenarioResult:
     fail: int = 0
     unknown: int = 0
     lost: int = 0
+    dropped: int = 0
     recovered: int = 0
     unexpected: int = 0
     dup: int = 0
@@ -99,7 +101,9 @@ def reliability_page(results: Sequence[ScenarioResult], *, command: str, date: s
             f"Command: `{command}` (scale `{scale}`), run {date} on this machine.",
             "",
             "Columns: produced `ok` / `fail` / `unknown` (from the producer's ledger), `lost` = ok ids",
-            "with no line (must be 0), `recovered` = unknown sends that did arrive, `unexpected` = lines",
+            "with no line (must be 0), `dropped by Redis` = ok ids that Redis itself deleted before any",
+            "consumer took them (FLUSHALL, DEL of the queue: read in the same transaction as the deletion,",
+            "never counted as lost), `recovered` = unknown sends that did arrive, `unexpected` = lines",
             "whose id was never sent, `dup` = extra copies of a line, `torn` = lines that are not exactly",
             "one whole message, `kills` = faults injected, `recovery` = time for the work to come back.",
             "",

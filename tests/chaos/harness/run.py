@@ -116,6 +116,7 @@ class ChaosRun:
         expect_absent: set[str] | None = None,
         on_poll: Callable[[], None] | None = None,
         before_check: Callable[[], None] | None = None,
+        dropped: frozenset[str] = frozenset(),
     ) -> Outcome:
         """Wait for every producer, then for the queue to drain; read the logs and fill the result row.
         ``before_check`` runs between the two (e.g. stop the workers: no compression while reading)."""
@@ -126,7 +127,7 @@ class ChaosRun:
         )
         if before_check is not None:
             before_check()
-        verdict = judge(ledger, read_logs(self.log_dir), expect_absent=expect_absent)
+        verdict = judge(ledger, read_logs(self.log_dir), expect_absent=expect_absent, dropped=dropped)
         self.fill(verdict)
         outcome = Outcome(verdict, state, drained, waited)
         self.note(outcome.explain())
@@ -135,6 +136,7 @@ class ChaosRun:
     def fill(self, verdict: Verdict) -> None:
         r = self.result
         r.ok, r.fail, r.unknown, r.lost = verdict.ok, verdict.fail, verdict.unknown, verdict.lost
+        r.dropped = verdict.dropped
         r.recovered, r.unexpected, r.dup, r.torn = (
             verdict.recovered,
             verdict.unexpected,

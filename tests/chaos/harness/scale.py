@@ -26,6 +26,8 @@ class Scale:
     """R1/R2: logrotate runs while messages flow."""
     rotation_kills: int
     """R3: workers SIGKILLed (the built-in rotation rotates as often as max_bytes says)."""
+    states_messages: int
+    """Each Redis state change (T20-T24): FLUSHALL, DEL, XGROUP DESTROY, a failover and back, LOADING."""
     drain_deadline_s: float
     rate_per_s: float
     """Target produce rate, so that faults land while messages are flowing."""
@@ -44,6 +46,7 @@ CI = Scale(
     rotation_messages=6_000,
     rotations=6,
     rotation_kills=4,
+    states_messages=1_000,
     drain_deadline_s=12.0,
     rate_per_s=2_500.0,
 )
@@ -61,6 +64,7 @@ FULL = Scale(
     rotation_messages=200_000,
     rotations=20,
     rotation_kills=20,
+    states_messages=100_000,
     drain_deadline_s=120.0,
     rate_per_s=20_000.0,
 )
