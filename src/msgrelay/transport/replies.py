@@ -9,16 +9,28 @@ consumer's, pending -- but that their content was not read. The transport then d
 side (:mod:`msgrelay.transport.fetch_scripts`): oversize entries are dead-lettered there, the others are
 handed out within the byte budget.
 
-Why a cap on the reply instead of a script on every read: a Lua fetch can check sizes before anything is
-sent, but converting each entry into Lua and back costs Redis about 0.9 us per entry on top of the 1.0 us
-of ``XREADGROUP`` itself (measured, 175-byte entries, batches of 500) -- Redis' single thread is the shared
-resource of every consumer and producer. The cap costs nothing on the hot path (one subtraction per 64 KiB
-socket read) and keeps the blocking read, so latency is unchanged: an idle consumer is woken by the entry
-itself, not by polling.
+Options weighed (design note, issue 10 part 5):
 
-The counting hooks into redis-py's hiredis parser (``redis._parsers.hiredis._HiredisParser``, redis-py 5
-to 8): ``read_from_socket`` feeds each chunk read from the socket into hiredis, and the reader's buffer
-length before and after the feed is the size of that chunk.
+* A Lua fetch on every read (sizes checked before anything leaves Redis): converting each entry into Lua
+  and back costs Redis 0.9 us per entry on top of the 1.0 us of ``XREADGROUP`` itself (measured: 175-byte
+  entries, batches of 500, INFO commandstats), and Redis' single thread is shared by every producer and
+  consumer; a first end-to-end A/B lost about a fifth of the throughput. Kept for the slow paths only.
+* Scripts cannot block, so a script-only fetch needs another way to wait. Polling with the script puts the
+  poll interval into the latency (p99 is 0.4 ms at 10k msgs/s with a blocking read) and costs a script
+  call per poll per idle consumer. ``CLIENT TRACKING ... BCAST`` wake-ups (RESP2: ``REDIRECT`` to a
+  connection subscribed to ``__redis__:invalidate``; no server config, Redis >= 6) cost a round trip per
+  wake-up, a second connection per consumer whose invalidation messages pile up in Redis' pub/sub output
+  buffer (8 MB soft limit) while the consumer is busy, channel permissions under ACLs -- and still the Lua
+  fetch on every read. ``XREADGROUP ... COUNT 1`` as a wake-up is not harmless: it returns the entry.
+* Chosen: keep the blocking ``XREADGROUP`` / ``BLMOVE`` and read their reply with a cap. Nothing is added
+  in Redis, latency is unchanged (an idle consumer is woken by the entry itself), and the client pays one
+  subtraction per 64 KiB socket read. What the capped read cannot hand out (too large, oversize, over the
+  budget) is decided by a script, on the slow path.
+
+The counting hooks into redis-py's hiredis parser (``redis._parsers.hiredis._HiredisParser``, checked with
+redis-py 8.1 and hiredis 3.5; hiredis is a dependency): ``read_from_socket`` feeds each chunk read from the
+socket into hiredis, and the reader's buffer length before and after the feed is the size of that chunk. A
+redis-py release that changes this fails ``tests/test_batch_bytes.py`` (the oversize entries would be read).
 """
 
 from __future__ import annotations
