@@ -3,9 +3,9 @@ normal traffic (issue 10, part 5).
 
 Before: a batch of 30 entries of 10 MB took 368 MB on streams and 1.29 GB on lists, and one 100 MB entry
 was loaded whole to be dead-lettered. Now a batch holds at most ``max_batch_bytes`` of entries (one entry
-may be up to ``max_message_bytes``), the consumer needs 5 to 7 times a batch's bytes while it works on it
-(README, Configuration), and an oversize entry is dead-lettered on the server, never loaded.
-The peak is the process' own high-water mark (``VmHWM`` in ``/proc/<pid>/status``).
+may be up to ``max_message_bytes``), the consumer needs up to about 7 (streams) or 9 (lists) times that
+while it works on a batch (README, Memory), and an oversize entry is dead-lettered on the server, never
+loaded. The peak is the process' own high-water mark (``VmHWM`` in ``/proc/<pid>/status``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ MIB = 1024 * 1024
 BUDGET = 8 * MIB
 LIMIT = 12 * MIB
 """10 MB entries are legal (and each over the budget: a batch of its own), 100 MB entries are oversize."""
-BOUND = 7 * max(BUDGET, LIMIT)
-"""What the consumer may grow by over its baseline: 5 (streams) to 7 (lists) times the largest batch
-(measured for a 10 MB entry: 48 MiB on streams, 68 MiB on lists). A 100 MB entry loaded whole would take
-more than this by itself."""
+GROWTH_FACTOR = {"streams": 7, "lists": 9}
+"""What the consumer may grow by over its baseline, in times the largest batch (README, Memory). Measured
+for a 10 MB entry: 48 MiB on streams, 86 MiB on lists (which sends each entry back to remove it; the log
+file sink also keeps a file's last append for a while, to repair a copytruncate)."""
+HUGE = 100_000_000
 NORMAL = 2_000
 DEADLINE_S = 120.0
 
@@ -88,7 +89,11 @@ def wait_until_accounted(queue: Transport, total: int, process: subprocess.Popen
 
 
 def test_consumer_memory_stays_within_its_bound_with_10_and_100_mb_entries_in_normal_traffic(
-    queue: Transport, consumer: subprocess.Popen[bytes], redis_client: redis.Redis, tmp_path: Path
+    queue: Transport,
+    consumer: subprocess.Popen[bytes],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    transport_name: str,
 ) -> None:
     # Given a consumer that has been through normal traffic: its baseline
     queue.send([log_message(n) for n in range(NORMAL)])
@@ -98,7 +103,7 @@ def test_consumer_memory_stays_within_its_bound_with_10_and_100_mb_entries_in_no
     # When a backlog mixes 10 MB and 100 MB entries into normal messages ...
     backlog = [log_message(NORMAL + 1, 10_000_000)]
     backlog += [log_message(n) for n in range(NORMAL + 2, NORMAL + 300)]
-    huge = [log_message(NORMAL + 300, 100_000_000), log_message(NORMAL + 600, 100_000_000)]
+    huge = [log_message(NORMAL + 300, HUGE), log_message(NORMAL + 600, HUGE)]
     backlog += [huge[0], log_message(NORMAL + 301, 10_000_000)]
     backlog += [log_message(n) for n in range(NORMAL + 302, NORMAL + 600)]
     queue.send(backlog)
@@ -111,8 +116,10 @@ def test_consumer_memory_stays_within_its_bound_with_10_and_100_mb_entries_in_no
     consumer.send_signal(signal.SIGTERM)
     output = consumer.communicate(timeout=30)[0].decode(errors="replace")
 
-    # Then its memory grew by less than its bound (never by a 100 MB entry) ...
-    assert peak - baseline <= BOUND, f"grew {(peak - baseline) / MIB:.0f} MiB over {baseline / MIB:.0f} MiB"
+    # Then its memory grew by less than its bound, and never by a 100 MB entry ...
+    grown = f"grew {(peak - baseline) / MIB:.0f} MiB over {baseline / MIB:.0f} MiB"
+    assert peak - baseline <= GROWTH_FACTOR[transport_name] * max(BUDGET, LIMIT), grown
+    assert peak - baseline < HUGE, grown
     # ... and everything is accounted for: every legal entry written once, the 100 MB ones dead-lettered
     assert consumer.returncode == 0, output
     lines = (tmp_path / "logs" / "info.log").read_bytes().splitlines()

@@ -150,7 +150,7 @@ class ConsumerSettings(_Section):
         gt=0,
         description="most bytes of entries per batch (at least one entry: a single entry up to "
         "queue.max_message_bytes may exceed it); the rest waits for the next batch. A consumer's memory "
-        "grows by 5 (streams) to 7 (lists) times the bytes of the batch it is processing",
+        "grows by up to about 7 (streams) or 9 (lists) times this while it processes a batch",
     )
     batch_wait_s: float = Field(0.0, ge=0, description="extra time to wait to fill a partial batch")
     processing_delay_s: float = Field(0.0, ge=0, description="pause after each batch")

@@ -103,7 +103,7 @@ class HeldEntries:
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """``queue.max_message_bytes``: entries larger than this are dead-lettered (reason ``oversize``)."""
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
-"""``consumer.max_batch_bytes``: a consumer needs 5 to 7 times a batch's bytes while it processes it."""
+"""``consumer.max_batch_bytes``: a consumer needs up to 7-9 times this while it processes a batch."""
 
 
 class Transport(ABC):
