@@ -33,10 +33,17 @@ FETCH_PRELUDE: Final = (
     + """
 local limit, budget, preview_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead, seen = 0, 0
--- One time for the whole call: entries claimed together are delivered at the same millisecond, as by one
--- XREADGROUP or XAUTOCLAIM (XCLAIM ... TIME), and a take-over of them all is due at once.
-local now = redis.call('TIME')
-local now_ms = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+-- One time for the whole call, read when first needed (a fetch that dead-letters nothing never asks):
+-- entries claimed together are delivered at the same millisecond, as by one XREADGROUP or XAUTOCLAIM
+-- (XCLAIM ... TIME), and a take-over of them all is due at once.
+local clock
+local function now()
+  clock = clock or redis.call('TIME')
+  return clock
+end
+local function now_ms()
+  return string.format('%d', now()[1] * 1000 + math.floor(now()[2] / 1000))
+end
 -- What DeadLetter.to_fields writes for an oversize entry: its first preview_bytes only.
 local function dead_letter(raw, size, source_id, attempt)
   redis.call('XADD', KEYS[2], '*',
@@ -45,7 +52,7 @@ local function dead_letter(raw, size, source_id, attempt)
     'truncated', size > preview_bytes and 1 or 0, 'origin', ARGV[4], 'transport', ARGV[7],
     'source_id', source_id,
     'consumer', ARGV[5], 'attempt', attempt,
-    'ts', string.format('%d.%03d', now[1], math.floor(now[2] / 1000)))
+    'ts', string.format('%d.%03d', now()[1], math.floor(now()[2] / 1000)))
   dead = dead + 1
 end
 local function count_dead()
@@ -160,7 +167,7 @@ local function claim(group, rows, min_idle)
     elseif verdict == 'full' then resume = row[1]; break
     else
       redis.call('XCLAIM', KEYS[1], group, ARGV[5], min_idle, row[1],
-        'TIME', now_ms, 'RETRYCOUNT', deliveries, 'JUSTID')
+        'TIME', now_ms(), 'RETRYCOUNT', deliveries, 'JUSTID')
       out[#out + 1] = entry
       times[#out] = deliveries
     end
@@ -263,6 +270,7 @@ local function sort_out_popped(entries, first)
   return keep
 end
 -- The entries to hand out: all of them in the usual case (no copy), else what sort_out_popped keeps.
+-- Checking each size costs Redis about 0.1 us per entry (Lua), the one cost this adds to the lists' hot path.
 local function within_budget(entries)
   local sum = total
   for i = 1, #entries do
