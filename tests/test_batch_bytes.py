@@ -263,6 +263,34 @@ def test_a_consumer_counts_the_entries_dead_lettered_for_it_on_the_server(
     assert len((tmp_path / "logs" / "info.log").read_bytes().splitlines()) == 2
 
 
+@pytest.mark.parametrize("transport_name", ["streams"])
+def test_streams_a_group_deleted_while_entries_wait_unread_is_created_again_by_the_scripts(
+    transport: Transport, redis_client: redis.Redis
+) -> None:
+    # Given a batch cut by an oversize entry: the rest waits unread in the consumer's pending entries
+    entries = [sized(100, "a"), sized(5_000, "big"), sized(100, "b")]
+    transport.send(entries)
+    first = transport.fetch("c1", 10, 0)
+    transport.settle("c1", first, [], {"INFO": len(first)})
+
+    # When the group is deleted under it before each script runs (the take of unread entries, recover,
+    # reclaim): each creates it again (NOGROUP; Redis 6.2 wraps it in the script's error) and goes on
+    taken = []
+    for step in range(3):
+        redis_client.execute_command("XGROUP", "DESTROY", "msgrelay:logs", "msgrelay")
+        if step == 0:
+            taken += transport.fetch("c1", 10, 0)
+        elif step == 1:
+            taken += transport.recover("c1", 10)
+        else:
+            taken += transport.reclaim("c2", 10, 0.001)
+
+    # Then what was never settled is delivered again; the oversize entry is dead-lettered, not handed out
+    assert raws(first) == [sized(100, "a")]
+    assert raws(taken) == [sized(100, "b")]
+    assert [letter.raw_size for letter in dead_letters(redis_client)] == [5_000]
+
+
 # --- a dead consumer's entries --------------------------------------------------------------------------
 
 

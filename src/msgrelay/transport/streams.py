@@ -282,7 +282,7 @@ class StreamTransport(Transport):
         try:
             return command()
         except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith("NOGROUP"):
+            if not _no_group(exc):
                 raise
             self.setup()
             log.warning(
@@ -429,6 +429,13 @@ def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
 def _next_id(entry_id: bytes) -> tuple[int, int]:
     ms, seq = _parse_id(entry_id)
     return ms, seq + 1
+
+
+def _no_group(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether the reply is NOGROUP: a command's, or one inside a script's error (Redis 6.2 wraps it as
+    ``Error running script (...): @user_script:9: NOGROUP ...``; 7.0 passes it on as it is)."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or ": NOGROUP " in text
 
 
 def _reply_as_parsed(reply: Any, **_options: Any) -> Any:
