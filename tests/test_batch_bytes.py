@@ -264,6 +264,24 @@ def test_a_consumer_counts_the_entries_dead_lettered_for_it_on_the_server(
 
 
 @pytest.mark.parametrize("transport_name", ["streams"])
+def test_streams_an_oversize_entry_leaves_the_stream_with_its_dead_letter_unless_another_group_reads_it(
+    transport: Transport, redis_client: redis.Redis
+) -> None:
+    # Ours the only group: gone with its ack, as settled entries are (a group created again at 0 after an
+    # XGROUP DESTROY must not dead-letter it twice, and its bytes are freed now)
+    transport.send([sized(5_000, "alone")])
+    assert transport.fetch("c1", 10, 0) == []
+    assert redis_client.xlen("msgrelay:logs") == 0
+
+    # Another group reading the stream: the entry stays for it
+    redis_client.xgroup_create("msgrelay:logs", "audit", "$")
+    transport.send([sized(5_000, "shared")])
+    assert transport.fetch("c1", 10, 0) == []
+    assert redis_client.xlen("msgrelay:logs") == 1
+    assert [letter.raw_size for letter in dead_letters(redis_client)] == [5_000, 5_000]
+
+
+@pytest.mark.parametrize("transport_name", ["streams"])
 def test_streams_a_group_deleted_while_entries_wait_unread_is_created_again_by_the_scripts(
     transport: Transport, redis_client: redis.Redis
 ) -> None:
