@@ -261,6 +261,8 @@ class Transport(ABC):
         (a stalled one: ``kill -STOP``) fails at once with :class:`BrokerConnectionError` instead of after
         ``socket_timeout_s``; the next command connects again. Used to bound a stop (``stop_timeout_s``)."""
         self.client.connection_pool.disconnect(inuse_connections=True)
+        if self._capped is not None:  # the blocking reads have a client of their own
+            self._capped.connection_pool.disconnect(inuse_connections=True)
 
     def primary(self) -> str | None:
         """``host:port`` of the primary when the server is a replica (``ROLE``), else None; never raises,
