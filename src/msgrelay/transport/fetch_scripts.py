@@ -66,7 +66,7 @@ end
 )
 
 # Streams. An entry's size is its payload's: the `m` field of our layout (a retry adds `n` and `e`; each
-# name once), as msgrelay.transport.streams._read_entry reads it; else the JSON object the consumer makes of
+# name once), as msgrelay.transport.stream_entries reads it; else the JSON object the consumer makes of
 # its fields, counted without quotes and escapes (a lower bound: msgrelay.codec checks the real size).
 # Returns the size, the deliveries before the first (a retry's `n`, if it is a count) and the payload.
 _STREAM_ENTRIES: Final = """

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import orjson
 import redis
 from redis.typing import StreamIdT
 
@@ -49,11 +48,9 @@ from msgrelay.transport.base import (
     redis_errors,
 )
 from msgrelay.transport.replies import ReplyTooLarge, reply_cap
+from msgrelay.transport.stream_entries import StreamEntry, entry_delivery, redeliveries
 
 log = logging.getLogger(__name__)
-
-StreamEntry = list[Any]
-"""An entry as hiredis parses it: ``[id, [field, value, field, value ...]]``."""
 
 BACKLOG_SCAN_LIMIT = 100_000
 HELD_SCAN_LIMIT = 100
@@ -61,11 +58,6 @@ HELD_SCAN_LIMIT = 100
 delivered)."""
 """On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
 
-_RETRY_FIELDS = frozenset((STREAM_PAYLOAD_FIELD, b"n", b"e"))
-MAX_COUNT_DIGITS = 9
-"""A retry count (field ``n``) has at most this many digits; longer is not ours (the promote script writes
-counts up to ``max_deliveries``)."""
-UNREADABLE_KEEP_BYTES = 64 * 1024
 _ENTRY_REPLY_BYTES = 128
 """RESP bytes around one entry of our format in an XREADGROUP reply (its id and headers), for the cap."""
 
@@ -127,7 +119,7 @@ class StreamTransport(Transport):
     def recover(self, consumer: str, count: int) -> list[Delivery]:
         args = self._fetch_args(consumer, self.group, count)
         entries, times, _ = self._until_handed_out(lambda: self._recover(keys=self._script_keys(), args=args))
-        return _redeliveries(entries, times)
+        return redeliveries(entries, times)
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         deadline = time.monotonic() + block_s
@@ -158,7 +150,7 @@ class StreamTransport(Transport):
             return reply
 
         entries, times, _, _ = self._until_handed_out(reclaim_some)
-        return _redeliveries(entries, times)
+        return redeliveries(entries, times)
 
     def _read_new(self, consumer: str, count: int, block_s: float) -> tuple[list[StreamEntry], int] | None:
         """``XREADGROUP ... >``, the hot path: the entries and the size of the reply. None when the reply was
@@ -199,7 +191,7 @@ class StreamTransport(Transport):
             if len(fields) == 2 and fields[0] == STREAM_PAYLOAD_FIELD and len(fields[1]) <= limit:
                 append(Delivery(fields[1], entry_id, entry_id.decode()))
                 continue
-            delivery = _delivery(entry_id, fields, 1)
+            delivery = entry_delivery(entry_id, fields, 1)
             if len(delivery.raw) > limit:
                 return self._within_budget(consumer, entries, deliveries)
             append(delivery)
@@ -236,7 +228,7 @@ class StreamTransport(Transport):
             self._unread[consumer] = resume
         else:
             del self._unread[consumer]
-        return [_delivery(entry_id, fields, 1) for entry_id, fields in entries]
+        return [entry_delivery(entry_id, fields, 1) for entry_id, fields in entries]
 
     def _until_handed_out(self, call: Callable[[], list[Any]]) -> list[Any]:
         """The reply of a recover or reclaim script call, repeated while a call only dead-lettered oversize
@@ -440,67 +432,3 @@ def _no_group(exc: redis.exceptions.ResponseError) -> bool:
 
 def _reply_as_parsed(reply: Any, **_options: Any) -> Any:
     return reply
-
-
-def _redeliveries(entries: list[StreamEntry], times: list[int]) -> list[Delivery]:
-    """Deliveries of pending entries handed out again, each with its delivery counter from the PEL."""
-    return [_delivery(entry_id, fields, int(n)) for (entry_id, fields), n in zip(entries, times, strict=True)]
-
-
-def _delivery(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
-    """The delivery of one entry, whatever its fields hold: never raises.
-
-    One entry must never crash a fetch, a recovery or a take-over, nor keep its batch-mates pending: an entry
-    that cannot be read (an error reading its fields included) comes back marked ``unreadable`` with the
-    error, for the consumer to dead-letter (see :mod:`msgrelay.barriers`)."""
-    try:
-        return _read_entry(entry_id, flat_fields, times_delivered)
-    except Exception as exc:
-        return Delivery(
-            _fields_as_text(flat_fields),
-            entry_id,
-            entry_id.decode("ascii", "replace"),
-            times_delivered,
-            unreadable=f"{type(exc).__name__}: {exc}",
-        )
-
-
-def _read_entry(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
-    names, values = flat_fields[::2], flat_fields[1::2]
-    fields = dict(zip(names, values, strict=True))
-    ours = len(fields) == len(names) and STREAM_PAYLOAD_FIELD in fields and fields.keys() <= _RETRY_FIELDS
-    if ours:  # our layout: the payload, and for a retry its count so far and last error
-        return _retried(entry_id, fields, times_delivered)
-    return Delivery(_payload(names, values), entry_id, entry_id.decode(), times_delivered)
-
-
-def _retried(entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
-    """An entry in our layout. Its retry count is range-checked: a count that is not a delivery count (a
-    5000-digit one, which ``int()`` refuses) makes it unreadable, its message kept whole for a replay."""
-    payload, count = fields[STREAM_PAYLOAD_FIELD], fields.get(b"n", b"0")
-    if not (count.isdigit() and len(count) <= MAX_COUNT_DIGITS):
-        shown = repr(count[:20])[1:] + ("..." if len(count) > 20 else "")
-        detail = f"retry count n={shown} ({len(count)} characters) is not a delivery count"
-        return Delivery(payload, entry_id, entry_id.decode(), times_delivered, unreadable=detail)
-    last_error = fields.get(b"e", b"").decode("utf-8", "replace")
-    return Delivery(payload, entry_id, entry_id.decode(), int(count) + times_delivered, last_error)
-
-
-def _payload(names: list[bytes], values: list[bytes]) -> bytes:
-    """An entry XADDed by hand with fields other than ours reads as one JSON object of its fields. A name
-    given more than once (Redis keeps every pair) holds the list of its values, so none is dropped."""
-    record: dict[str, Any] = {}
-    for name, value in zip(names, values, strict=True):
-        key, text = name.decode("utf-8", "replace"), value.decode("utf-8", "replace")
-        if key not in record:
-            record[key] = text
-        elif isinstance(record[key], list):
-            record[key].append(text)
-        else:
-            record[key] = [record[key], text]
-    return orjson.dumps(record)
-
-
-def _fields_as_text(flat_fields: object) -> bytes:
-    """What an unreadable entry's dead letter keeps of it: its fields as text (last resort, never raises)."""
-    return repr(flat_fields).encode("utf-8", "backslashreplace")[:UNREADABLE_KEEP_BYTES]
