@@ -20,6 +20,7 @@ import redis
 from local_servers import Reply, Server
 from msgrelay.config import Settings, load_settings
 from msgrelay.redis_server import RedisServer
+from msgrelay.transport import Transport, create_transport
 from sink_helpers import SinkMaker
 
 TRANSPORTS = ("streams", "lists")
@@ -76,6 +77,24 @@ def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
         return load_settings(None, overrides)
 
     return make
+
+
+@pytest.fixture
+def make_transport(
+    make_settings: Callable[..., Settings], transport_name: str
+) -> Iterator[Callable[..., Transport]]:
+    """``make_transport(queue={...}, ...)``: a transport of this test's kind for our server, with settings as
+    ``make_settings`` takes them and a client of its own; all are closed at the end."""
+    made: list[Transport] = []
+
+    def make(**sections: dict[str, Any]) -> Transport:
+        transport = create_transport(make_settings(transport_name, **sections))
+        made.append(transport)
+        return transport
+
+    yield make
+    for transport in made:
+        transport.close()
 
 
 @pytest.fixture

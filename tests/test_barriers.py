@@ -20,8 +20,7 @@ from msgrelay.config import Settings
 from msgrelay.consumer import Consumer
 from msgrelay.levels import TYPE_FILES
 from msgrelay.sinks import LogFileSink
-from msgrelay.transport import Transport, create_transport
-from msgrelay.transport import streams as streams_module
+from msgrelay.transport import Transport, create_transport, stream_entries
 
 CLAIM_IDLE_S = 0.2
 HUGE_COUNT = b"9" * 5000  # int() refuses strings over 4,300 digits (Python's int_max_str_digits)
@@ -137,14 +136,14 @@ def test_any_error_reading_one_entry_costs_that_entry_only(
     path: str,
 ) -> None:
     # Given a reader of stream entries with a bug that only one entry's fields trigger
-    real = streams_module._read_entry
+    real = stream_entries._read_entry
 
     def buggy(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> object:
         if b"trigger" in flat_fields:
             raise KeyError("a bug in reading fields")
         return real(entry_id, flat_fields, times_delivered)
 
-    monkeypatch.setattr(streams_module, "_read_entry", buggy)
+    monkeypatch.setattr(stream_entries, "_read_entry", buggy)
     stream = settings.queue.stream
     redis_client.xadd(stream, {"m": good(0)})
     redis_client.xadd(stream, {"trigger": "x", "text": "hand-made"})

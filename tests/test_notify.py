@@ -251,6 +251,22 @@ def test_an_alert_without_a_message_is_dead_lettered_and_acknowledged(
     assert sum(loop.transport.pending().values()) == 0
 
 
+def test_an_oversize_alert_is_dead_lettered_by_redis_and_counted_while_the_others_are_notified(
+    serve: type[Server], make_loop: MakeLoop
+) -> None:
+    server = serve(Reply(200))
+    loop = make_loop(server)
+    huge = b'{"service":"db","status":"DOWN","message":"' + b"x" * 5_000_000 + b'"}'
+    push(loop.transport, huge, down("api"))
+    cycle(loop)
+
+    [letter] = DeadLetterStore.from_transport(loop.transport).list()
+    assert (letter.reason, letter.raw_size, letter.truncated) == ("oversize", len(huge), True)
+    assert loop.totals.dead_lettered == 1
+    assert [alert["service"] for body in posted(server) for alert in body["alerts"]] == ["api"]  # type: ignore[attr-defined]
+    assert sum(loop.transport.pending().values()) == 0
+
+
 def test_two_competing_consumers_post_each_notification_exactly_once(
     serve: type[Server], make_loop: MakeLoop
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import cast
 
 import orjson
@@ -35,23 +35,9 @@ PAYLOADS = [
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings], transport_name: str) -> Settings:
-    return make_settings(transport_name)
-
-
-@pytest.fixture
-def new_transport(settings: Settings) -> Iterator[MakeTransport]:
+def new_transport(make_transport: MakeTransport) -> MakeTransport:
     """Builds independent transports (each with its own client), all closed at the end."""
-    made: list[Transport] = []
-
-    def make() -> Transport:
-        transport = create_transport(settings)
-        made.append(transport)
-        return transport
-
-    yield make
-    for transport in made:
-        transport.close()
+    return make_transport
 
 
 @pytest.fixture

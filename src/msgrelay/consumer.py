@@ -209,6 +209,7 @@ class Consumer:
             except BrokerError as exc:
                 self._broker_failed(exc, burst)
                 continue
+            self._count_dead_on_server()
             if deliveries and not self._process_with_retry(deliveries, burst=burst):
                 continue
             self.outage.recovered()
@@ -251,6 +252,13 @@ class Consumer:
             if abandoned:
                 return abandoned
         return self._next_batch(burst)
+
+    def _count_dead_on_server(self) -> None:
+        """Oversize entries the transport dead-lettered on the server while taking work: never seen here,
+        but part of what this consumer fetched and gave up on."""
+        dead = self.transport.take_dead_lettered()
+        if dead:
+            self._record(BatchResult(dead, 0, dead, 0.0))
 
     def _broker_failed(self, error: BrokerError, burst: bool) -> None:
         """Redis failed us: say so (once per episode), back off, then look for entries a lost reply made

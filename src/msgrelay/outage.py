@@ -97,9 +97,10 @@ class OutageLog:
     def _describe(self, error: BrokerError) -> str:
         if isinstance(error, BrokerStateError) and error.state in REPLICA_STATES:
             primary = self.primary()
-            if primary:
+            if primary:  # "a read-only replica of h:p", "a replica of h:p that lost its primary ..."
                 said = STATES[error.state]
-                return str(error).replace(said, f"{said} of {primary}", 1)
+                named = said.replace("replica", f"replica of {primary}", 1)
+                return str(error).replace(said, named, 1)
         return str(error)
 
 

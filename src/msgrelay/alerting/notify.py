@@ -193,6 +193,7 @@ class NotifyLoop:
     def intake(self, block_s: float) -> int:
         """Read one batch of alerts into the outbox; returns how many entries were read."""
         deliveries = self._next_batch(block_s)
+        self.totals.dead_lettered += self.transport.take_dead_lettered()  # oversize: decided by Redis
         if not deliveries:
             return 0
         taken: list[tuple[Delivery, Alert]] = []

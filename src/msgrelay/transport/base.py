@@ -11,6 +11,10 @@ Every implementation must pass ``tests/test_transport_contract.py``. The failure
   leaves the whole batch held, never a message acknowledged but missing from the dead-letter store.
 * ``reclaim`` takes over entries held by a consumer that died or stalled longer than ``min_idle_s``; the
   delivery counter of each entry grows with every take-over, which is how poison messages are found.
+* ``fetch``, ``recover`` and ``reclaim`` hand out at most ``max_batch_bytes`` of entries at a time (at
+  least one entry), and never an entry over ``max_message_bytes``: that one is dead-lettered (reason
+  ``oversize``, a 1 KiB preview) and acknowledged on the server, atomically, without being sent to the
+  consumer whole (``fetch_scripts``, ``replies``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, ClassVar
 import redis
 from redis.exceptions import BusyLoadingError
 
-from msgrelay.deadletter import DeadLetter
+from msgrelay.deadletter import OVERSIZE_PREVIEW_BYTES, DeadLetter
 from msgrelay.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -35,6 +39,7 @@ from msgrelay.errors import (
 from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
+from msgrelay.transport.replies import capped_reads
 from msgrelay.transport.states import STATES, state_of
 
 
@@ -95,16 +100,36 @@ class HeldEntries:
     available_in_s: float
 
 
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+"""``queue.max_message_bytes``: entries larger than this are dead-lettered (reason ``oversize``)."""
+DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
+"""``consumer.max_batch_bytes``: a consumer needs up to 7-9 times this while it processes a batch."""
+
+
 class Transport(ABC):
     """Moves raw message bytes through one Redis queue (a stream or a list)."""
 
     name: ClassVar[str]
 
-    def __init__(self, client: redis.Redis, keys: KeySchema, *, url: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        url: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.url = url
         """Masked URL, for error messages."""
+        self.max_message_bytes = max_message_bytes
+        """Larger entries are dead-lettered on the server by fetch, recover and reclaim, never handed out."""
+        self.max_batch_bytes = max_batch_bytes
+        """What one fetch, recover or reclaim hands out at most, in bytes of entries (at least one entry)."""
+        self._dead_lettered = 0
+        self._capped: redis.Redis | None = None
 
     @abstractmethod
     def send(self, payloads: Sequence[bytes]) -> None:
@@ -115,11 +140,15 @@ class Transport(ABC):
 
     @abstractmethod
     def recover(self, consumer: str, count: int) -> list[Delivery]:
-        """Entries this consumer name fetched earlier but never settled (after a crash), oldest first."""
+        """Entries this consumer name fetched earlier but never settled (after a crash), oldest first,
+        within ``max_batch_bytes``; the others stay held and come next time."""
 
     @abstractmethod
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
-        """Up to ``count`` new entries, waiting at most ``block_s`` seconds for the first (0 = don't wait)."""
+        """Up to ``count`` new entries and ``max_batch_bytes`` of them (at least one), oldest first, waiting
+        at most ``block_s`` seconds for the first (0 = don't wait). Empty only when there is nothing to hand
+        out. Entries over ``max_message_bytes`` are dead-lettered on the server instead (see
+        :meth:`take_dead_lettered`); entries beyond the budget come first next time."""
 
     @abstractmethod
     def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
@@ -190,8 +219,36 @@ class Transport(ABC):
         with redis_errors(self.url):
             return int(self.client.xlen(self.keys.dead_letters()))
 
+    def take_dead_lettered(self) -> int:
+        """How many oversize entries ``fetch``, ``recover`` and ``reclaim`` dead-lettered on the server since
+        the last call (they are counted in the stats hash too, but the consumer never saw them)."""
+        taken, self._dead_lettered = self._dead_lettered, 0
+        return taken
+
     def close(self) -> None:
         self.client.close()
+        if self._capped is not None:
+            self._capped.close()
+
+    def _capped_reads(self) -> redis.Redis:
+        """The client of the blocking reads, whose replies honour ``replies.reply_cap`` (made on first use:
+        producers never need it)."""
+        if self._capped is None:
+            self._capped = capped_reads(self.client)
+        return self._capped
+
+    def _fetch_args(self, consumer: str, *specific: bytes | str | int) -> list[bytes | str | int]:
+        """ARGV of the scripts of :mod:`msgrelay.transport.fetch_scripts`, in the layout they read."""
+        return [
+            self.max_message_bytes,
+            self.max_batch_bytes,
+            OVERSIZE_PREVIEW_BYTES,
+            self.keys.queue,
+            consumer,
+            Stat.DEAD_LETTERED,
+            self.name,
+            *specific,
+        ]
 
     def ping(self) -> None:
         """PING: raises the ``Broker*`` error that says why the server cannot serve (unreachable, loading,
@@ -204,6 +261,8 @@ class Transport(ABC):
         (a stalled one: ``kill -STOP``) fails at once with :class:`BrokerConnectionError` instead of after
         ``socket_timeout_s``; the next command connects again. Used to bound a stop (``stop_timeout_s``)."""
         self.client.connection_pool.disconnect(inuse_connections=True)
+        if self._capped is not None:  # the blocking reads have a client of their own
+            self._capped.connection_pool.disconnect(inuse_connections=True)
 
     def primary(self) -> str | None:
         """``host:port`` of the primary when the server is a replica (``ROLE``), else None; never raises,

@@ -66,9 +66,13 @@ def create_transport(
     queue = queue or settings.queue
     client = connect(settings, check=check)
     url = mask_url(settings.redis.effective_url())
+    limits = {
+        "max_message_bytes": queue.max_message_bytes,
+        "max_batch_bytes": settings.consumer.max_batch_bytes,
+    }
     if queue.transport == "streams":
         keys = KeySchema(queue.namespace, queue.stream)
-        return StreamTransport(client, keys, url=url, group=queue.group)
+        return StreamTransport(client, keys, url=url, group=queue.group, **limits)
     keys = KeySchema(queue.namespace, queue.buffer_key)
     return ListTransport(
         client,
@@ -76,4 +80,5 @@ def create_transport(
         url=url,
         heartbeat_ttl_s=settings.consumer.claim_idle_s,
         isolate_suspects=settings.consumer.delivery == "at_least_once",
+        **limits,
     )

@@ -5,6 +5,12 @@ entries are moved atomically with ``LMOVE``/``BLMOVE`` from the tail of the queu
 processing list, and removed from there (``LREM``) only after they are written. The processing list is
 what ``recover`` reads after a restart.
 
+Bytes: the fetch script checks each entry's size as it moves it (``fetch_scripts.LIST_FETCH``): an
+oversize entry is dead-lettered there and never reaches the processing list, and entries beyond the byte
+budget go back to the tail of the queue, in order, for the next fetch. An idle consumer waits in
+``BLMOVE``, whose reply is read with a cap (:mod:`msgrelay.transport.replies`): whatever it moved is then
+decided by the same script, from the head of the processing list, so a 100 MB entry is never loaded.
+
 Every fetch renews the consumer's heartbeat key (TTL ``heartbeat_ttl_s``). A consumer whose heartbeat
 expired is dead: ``reclaim`` (the reaper, run by every live consumer) puts its processing list back on the
 queue. Lists carry no delivery counter, so one is kept in a hash, by the SHA-1 of the entry, only for entries
@@ -13,6 +19,7 @@ delivered more than once (after a take-over, a restart or a retry): the common p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,8 +29,16 @@ from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
-from msgrelay.transport import scripts
-from msgrelay.transport.base import HeldEntries, Transport, raw_command, redis_errors
+from msgrelay.transport import fetch_scripts, scripts
+from msgrelay.transport.base import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HeldEntries,
+    Transport,
+    raw_command,
+    redis_errors,
+)
+from msgrelay.transport.replies import ReplyTooLarge, reply_cap
 
 DEFAULT_HEARTBEAT_TTL_S = 30.0
 
@@ -41,13 +56,17 @@ class ListTransport(Transport):
         url: str,
         heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
         isolate_suspects: bool = True,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
-        super().__init__(client, keys, url=url)
+        super().__init__(
+            client, keys, url=url, max_message_bytes=max_message_bytes, max_batch_bytes=max_batch_bytes
+        )
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.isolate_suspects = isolate_suspects
-        """Hand out an entry delivered before alone (see ``scripts.LIST_FETCH``)."""
-        self._fetch = client.register_script(scripts.LIST_FETCH)
-        self._recover = client.register_script(scripts.LIST_RECOVER)
+        """Hand out an entry delivered before alone (see ``fetch_scripts.LIST_FETCH``)."""
+        self._fetch = client.register_script(fetch_scripts.LIST_FETCH)
+        self._recover = client.register_script(fetch_scripts.LIST_RECOVER)
         self._reap = client.register_script(scripts.LIST_REAP)
         self._settle = client.register_script(scripts.LIST_SETTLE)
         self._promote = client.register_script(scripts.LIST_PROMOTE)
@@ -63,45 +82,65 @@ class ListTransport(Transport):
             pipe.execute()
 
     def recover(self, consumer: str, count: int) -> list[Delivery]:
-        with redis_errors(self.url):
-            entries, counts = self._recover(
-                keys=[self.keys.processing(consumer), self.keys.deliveries()], args=[count]
-            )
-        # Oldest at the tail: the script read the last `count` entries; return them oldest first.
-        return _deliveries(entries, counts)[::-1]
+        keys = [
+            self.keys.processing(consumer),
+            self.keys.dead_letters(),
+            self.keys.stats(),
+            self.keys.deliveries(),
+        ]
+        while True:  # a call that only dead-lettered oversize entries may have left more behind them
+            with redis_errors(self.url):
+                entries, counts, dead = self._recover(keys=keys, args=self._fetch_args(consumer, count))
+            self._dead_lettered += int(dead)
+            if entries or not dead:
+                break
+        # Oldest first (the script reads from the tail); each count includes this delivery's increment.
+        return _deliveries(entries, counts)
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
-        processing = self.keys.processing(consumer)
+        deadline = time.monotonic() + block_s
         with redis_errors(self.url):
             moved, earlier = self._move(consumer, count)
-            if not moved and block_s > 0:
-                first = raw_command(
-                    self.client, "BLMOVE", self.keys.queue, processing, "RIGHT", "LEFT", block_s
-                )
-                if first is None:
+            while not moved and block_s > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._wait_for_entry(consumer, remaining):
                     return []
-                moved, earlier = self._move(consumer, count, first)
+                moved, earlier = self._move(consumer, count, head=True)
         return _deliveries(moved, earlier)
 
-    def _move(self, consumer: str, count: int, *already_moved: bytes) -> tuple[list[bytes], list[int]]:
+    def _wait_for_entry(self, consumer: str, block_s: float) -> bool:
+        """``BLMOVE`` the next entry to the head of our processing list, waiting up to ``block_s``; whether
+        one came. Its content is not used (the fetch script decides it), so the reply is read only up to
+        the size an entry may have: a larger one is dropped unread."""
+        reads = self._capped_reads()
+        processing = self.keys.processing(consumer)
+        try:
+            with reply_cap(self.max_message_bytes + 1024):
+                first = raw_command(reads, "BLMOVE", self.keys.queue, processing, "RIGHT", "LEFT", block_s)
+        except ReplyTooLarge:
+            return True
+        return first is not None
+
+    def _move(self, consumer: str, count: int, *, head: bool = False) -> tuple[list[bytes], list[int]]:
+        """Run the fetch script until it moves something or dead-letters nothing (a call that only
+        dead-lettered oversize entries may have left more behind them)."""
         keys = [
             self.keys.queue,
+            self.keys.dead_letters(),
+            self.keys.stats(),
             self.keys.processing(consumer),
             self.keys.consumers(),
             self.keys.heartbeat(consumer),
             self.keys.deliveries(),
         ]
-        moved, earlier = self._fetch(
-            keys=keys,
-            args=[
-                count,
-                consumer,
-                int(self.heartbeat_ttl_s * 1000),
-                int(self.isolate_suspects),
-                *already_moved,
-            ],
-        )
-        return moved, earlier
+        ttl_ms = int(self.heartbeat_ttl_s * 1000)
+        while True:
+            args = self._fetch_args(consumer, count, ttl_ms, int(self.isolate_suspects), int(head))
+            moved, earlier, dead = self._fetch(keys=keys, args=args)
+            self._dead_lettered += int(dead)
+            if moved or not dead:
+                return moved, earlier
+            head = False
 
     def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
         """Requeue the processing lists of consumers whose heartbeat expired; they are fetched again.

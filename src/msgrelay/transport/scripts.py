@@ -1,4 +1,5 @@
-"""The server-side (Lua) scripts of the transports, in one place.
+"""The server-side (Lua) scripts of the transports, in one place (those that hand entries out under the
+byte budget are in :mod:`msgrelay.transport.fetch_scripts`).
 
 Scripts make multi-step changes atomic and save round trips.
 
@@ -158,70 +159,6 @@ else
 end
 redis.call('HDEL', KEYS[6], consumer)
 count_all()
-"""
-)
-
-# KEYS: queue, processing list, consumers set, heartbeat key, deliveries hash.
-# ARGV: max entries, consumer name, heartbeat ttl (ms), isolate suspects (1/0),
-#       [an entry BLMOVE already moved, counted first].
-# Moves up to ARGV[1] entries from the tail of the queue to the head of the processing list, registers the
-# consumer and renews its heartbeat; returns {entries, earlier deliveries of each (only if any are known)}.
-#
-# An entry delivered before (its consumer died, or it was retried) is a suspect: it may be what killed that
-# consumer. With ARGV[4] = 1 (at-least-once consumers) a suspect is handed out alone, so that if it kills
-# this consumer too, only its own delivery count grows, not that of good entries in the same batch: a
-# suspect met after other entries goes back to the tail of the queue, to be the next fetch's single entry.
-LIST_FETCH: Final = (
-    OOM_NOOP_WRITE.format(key="KEYS[5]")
-    + """
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
-local moved = {}
-if ARGV[5] then moved[1] = ARGV[5] end
-local isolate = ARGV[4] == '1'
-local counted = redis.call('EXISTS', KEYS[5]) == 1
-if not counted and not ARGV[5] then
-  -- No entry was delivered before, so none is a suspect: move the batch in two commands, not one per entry.
-  -- RPOP hands the oldest first and LPUSH puts each at the head: the same order as LMOVE one by one.
-  local entries = redis.call('RPOP', KEYS[1], ARGV[1])
-  if not entries then return {{}, {}} end
-  for i = 1, #entries, 1000 do
-    redis.call('LPUSH', KEYS[2], unpack(entries, i, math.min(i + 999, #entries)))
-  end
-  return {entries, {}}
-end
-local earlier = {}
-local function count_of(entry)
-  if not counted then return 0 end
-  return tonumber(redis.call('HGET', KEYS[5], redis.sha1hex(entry)) or '0')
-end
-if #moved == 1 then earlier[1] = count_of(moved[1]) end
-while #moved < tonumber(ARGV[1]) and not (isolate and earlier[1] and earlier[1] > 0) do
-  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not entry then break end
-  local count = count_of(entry)
-  if isolate and count > 0 and #moved > 0 then
-    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')  -- a suspect: next fetch, alone
-    break
-  end
-  moved[#moved + 1] = entry
-  earlier[#moved] = count
-end
-return {moved, earlier}
-"""
-)
-
-# KEYS: processing list, deliveries hash. ARGV: how many (from the tail, the oldest).
-# A restarted consumer takes back what it held: each entry counts one more delivery.
-LIST_RECOVER: Final = (
-    OOM_NOOP_WRITE.format(key="KEYS[2]")
-    + """
-local entries = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
-local counts = {}
-for i, entry in ipairs(entries) do
-  counts[i] = redis.call('HINCRBY', KEYS[2], redis.sha1hex(entry), 1)
-end
-return {entries, counts}
 """
 )
 

@@ -3,9 +3,10 @@
 Producers ``XADD`` each message as one field ``m``; consumers read with ``XREADGROUP`` and the entry stays
 in the group's pending list (PEL) until ``XACK``, so a crashed consumer's entries are never lost: its own
 restart takes them back (``recover``), and any live consumer takes over entries idle for longer than
-``claim_idle_s`` (``reclaim``, ``XAUTOCLAIM``). A retried message is added again with two more fields,
-``n`` (deliveries so far) and ``e`` (the last error). The group is created at id ``0``: messages produced
-before the first consumer started are processed too.
+``claim_idle_s`` (``reclaim``: ``XPENDING ... IDLE`` and ``XCLAIM`` in a script, as ``XAUTOCLAIM`` would).
+A retried message is added again with two more fields, ``n`` (deliveries so far) and ``e`` (the last
+error). The group is created at id ``0``: messages produced before the first consumer started are
+processed too.
 
 Settled entries are deleted with their ack (``XDEL`` in the settle script) while our group is the only one
 reading the stream, so the stream holds exactly what is not settled yet and a group deleted under us
@@ -13,15 +14,23 @@ reading the stream, so the stream holds exactly what is not settled yet and a gr
 other groups on the stream they stay until ``XTRIM MINID`` drops them below the oldest entry any group
 still needs (pending or undelivered), never with ``MAXLEN`` (which deletes entries whether or not anyone
 processed them).
+
+Bytes: new entries are read with a plain ``XREADGROUP COUNT n BLOCK`` (the hot path, nothing added in
+Redis), through a client whose reply is abandoned past a cap (:mod:`msgrelay.transport.replies`). Entries
+a read took but did not hand out -- all of a reply too large to read, or those from an oversize entry or
+the byte budget on -- stay pending in this consumer's PEL, delivered once and seen by nobody: the next
+fetch hands them out first, on the server side (``fetch_scripts.STREAM_TAKE_UNREAD``: oversize ones are
+dead-lettered there, the rest comes within the budget). ``recover`` and ``reclaim`` read pending entries
+one by one in a script too, so a dead consumer's 100 MB entry is never loaded by the one taking it over.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import orjson
 import redis
 from redis.typing import StreamIdT
 
@@ -29,15 +38,19 @@ from msgrelay.deadletter import DeadLetter
 from msgrelay.keys import STREAM_PAYLOAD_FIELD, KeySchema, Stat
 from msgrelay.message import Delivery
 from msgrelay.retries import RetryRecord
-from msgrelay.transport import scripts
-from msgrelay.transport.base import HeldEntries, Transport, raw_command, redis_errors
+from msgrelay.transport import fetch_scripts, scripts
+from msgrelay.transport.base import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HeldEntries,
+    Transport,
+    raw_command,
+    redis_errors,
+)
+from msgrelay.transport.replies import ReplyTooLarge, reply_cap
+from msgrelay.transport.stream_entries import StreamEntry, entry_delivery, redeliveries
 
 log = logging.getLogger(__name__)
-
-StreamEntry = list[Any]
-"""An entry as hiredis parses it: ``[id, [field, value, field, value ...]]``; the fields are None for an
-entry deleted while pending."""
-LiveEntry = tuple[bytes, list[bytes]]
 
 BACKLOG_SCAN_LIMIT = 100_000
 HELD_SCAN_LIMIT = 100
@@ -45,11 +58,8 @@ HELD_SCAN_LIMIT = 100
 delivered)."""
 """On Redis 6.2 (no group lag) a backlog larger than this is reported as unknown rather than scanned."""
 
-_RETRY_FIELDS = frozenset((STREAM_PAYLOAD_FIELD, b"n", b"e"))
-MAX_COUNT_DIGITS = 9
-"""A retry count (field ``n``) has at most this many digits; longer is not ours (the promote script writes
-counts up to ``max_deliveries``)."""
-UNREADABLE_KEEP_BYTES = 64 * 1024
+_ENTRY_REPLY_BYTES = 128
+"""RESP bytes around one entry of our format in an XREADGROUP reply (its id and headers), for the cap."""
 
 
 class StreamTransport(Transport):
@@ -57,19 +67,33 @@ class StreamTransport(Transport):
 
     name: ClassVar[str] = "streams"
 
-    def __init__(self, client: redis.Redis, keys: KeySchema, *, url: str, group: str) -> None:
-        super().__init__(client, keys, url=url)
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        url: str,
+        group: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
+        super().__init__(
+            client, keys, url=url, max_message_bytes=max_message_bytes, max_batch_bytes=max_batch_bytes
+        )
         self.group = group
         self._send = client.register_script(scripts.STREAM_SEND)
         self._settle = client.register_script(scripts.STREAM_SETTLE)
         self._promote = client.register_script(scripts.STREAM_PROMOTE)
         self._setup = client.register_script(scripts.STREAM_SETUP)
         self._forget = client.register_script(scripts.STREAM_FORGET)
-        self._claim_cursor = b"0-0"
-        # Replies of the commands that read entries are used as hiredis parses them (nested lists): redis-py's
-        # callbacks would build a tuple and a dict per entry first, which cost more than all our own work.
-        for command in ("XREADGROUP", "XAUTOCLAIM"):
-            client.set_response_callback(command, _reply_as_parsed)
+        self._take_unread = client.register_script(fetch_scripts.STREAM_TAKE_UNREAD)
+        self._recover = client.register_script(fetch_scripts.STREAM_RECOVER)
+        self._reclaim = client.register_script(fetch_scripts.STREAM_RECLAIM)
+        self._claim_cursor = b"-"
+        self._unread: dict[str, bytes] = {}
+        """Consumer -> XPENDING start of the entries a read took but did not hand out."""
+        self._last_read: dict[str, bytes] = {}
+        """Consumer -> id of the last entry its latest read returned (unread entries come after it)."""
 
     def send(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
@@ -93,42 +117,141 @@ class StreamTransport(Transport):
         return next((group for group in groups if group["name"] == self.group.encode()), None)
 
     def recover(self, consumer: str, count: int) -> list[Delivery]:
-        entries = self._read(consumer, count, from_id=b"0", block_s=0.0)
-        return self._with_delivery_counts(consumer, entries)
+        args = self._fetch_args(consumer, self.group, count)
+        entries, times, _ = self._until_handed_out(lambda: self._recover(keys=self._script_keys(), args=args))
+        return redeliveries(entries, times)
 
     def fetch(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
-        # The hot path: new entries are delivered for the first time, and nearly all are our own format.
-        deliveries: list[Delivery] = []
-        for entry_id, fields in self._read(consumer, count, b">", block_s):
-            if len(fields) == 2 and fields[0] == STREAM_PAYLOAD_FIELD:
-                deliveries.append(Delivery(fields[1], entry_id, entry_id.decode()))
-            else:
-                deliveries.append(_delivery(entry_id, fields, 1))
-        return deliveries
+        deadline = time.monotonic() + block_s
+        while True:
+            while consumer in self._unread:
+                taken = self._take(consumer, count)
+                if taken:
+                    return taken
+            read = self._read_new(consumer, count, deadline - time.monotonic() if block_s > 0 else 0.0)
+            if read is None:
+                continue  # a reply too large to read: its entries are ours, unread, taken above
+            entries, reply_bytes = read
+            if not entries:
+                return []
+            deliveries = self._hand_out(consumer, entries, reply_bytes)
+            if deliveries:
+                return deliveries
 
     def reclaim(self, consumer: str, count: int, min_idle_s: float) -> list[Delivery]:
         min_idle_ms = max(1, int(min_idle_s * 1000))
-        with redis_errors(self.url):
-            reply = self._call_with_group(
-                lambda: raw_command(
-                    self.client,
-                    "XAUTOCLAIM",
-                    self.keys.queue,
-                    self.group,
-                    consumer,
-                    min_idle_ms,
-                    self._claim_cursor,
-                    "COUNT",
-                    count,
-                )
+
+        def reclaim_some() -> list[Any]:
+            args = self._fetch_args(
+                consumer, self.group, min_idle_ms, self._claim_cursor, count, Stat.RECLAIMED
             )
-        # Redis 7 also returns (and drops from the PEL) claimed ids whose entries were deleted meanwhile.
-        self._claim_cursor, entries = reply[0], reply[1]
-        live = self._drop_deleted(entries)  # Redis 6.2 hands deleted entries over with no fields
-        if live:
+            reply: list[Any] = self._reclaim(keys=self._script_keys(), args=args)
+            self._claim_cursor = reply[2]
+            return reply
+
+        entries, times, _, _ = self._until_handed_out(reclaim_some)
+        return redeliveries(entries, times)
+
+    def _read_new(self, consumer: str, count: int, block_s: float) -> tuple[list[StreamEntry], int] | None:
+        """``XREADGROUP ... >``, the hot path: the entries and the size of the reply. None when the reply was
+        too large to read (its entries are now ours, unread: ``_unread`` says where they start)."""
+        # BLOCK 0 would mean "forever": a non-blocking read leaves BLOCK out.
+        block_ms = max(1, int(block_s * 1000)) if block_s > 0 else None
+        reads = self._capped_reads()
+        # The largest reply a batch we could hand out whole makes; anything larger is dropped unread.
+        largest = min(max(self.max_batch_bytes, self.max_message_bytes), count * self.max_message_bytes)
+        cap = largest + count * _ENTRY_REPLY_BYTES
+        with redis_errors(self.url):
+            try:
+                with reply_cap(cap) as meter:
+                    reply = self._call_with_group(
+                        lambda: reads.xreadgroup(
+                            self.group, consumer, {self.keys.queue: b">"}, count=count, block=block_ms
+                        )
+                    )
+            except ReplyTooLarge:
+                last = self._last_read.get(consumer)
+                self._unread[consumer] = b"(" + last if last else b"-"
+                return None
+        if not reply:
+            return [], meter.read_bytes
+        # One stream read: RESP3 replies {stream: entries} (redis-py 8's default), RESP2 [[stream, entries]].
+        entries: list[StreamEntry] = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        self._last_read[consumer] = entries[-1][0]
+        return entries, meter.read_bytes
+
+    def _hand_out(self, consumer: str, entries: list[StreamEntry], reply_bytes: int) -> list[Delivery]:
+        """Deliveries for new entries (nearly all in our own format), up to an oversize one and within the
+        byte budget; the entries after those handed out stay unread, for the next fetch. ``reply_bytes``,
+        the size of the reply they came in, bounds their size from above."""
+        limit = self.max_message_bytes
+        deliveries: list[Delivery] = []
+        append = deliveries.append
+        for entry_id, fields in entries:
+            if len(fields) == 2 and fields[0] == STREAM_PAYLOAD_FIELD and len(fields[1]) <= limit:
+                append(Delivery(fields[1], entry_id, entry_id.decode()))
+                continue
+            delivery = entry_delivery(entry_id, fields, 1)
+            if len(delivery.raw) > limit:
+                return self._within_budget(consumer, entries, deliveries)
+            append(delivery)
+        budget = self.max_batch_bytes
+        if reply_bytes > budget and sum([len(delivery.raw) for delivery in deliveries]) > budget:
+            return self._within_budget(consumer, entries, deliveries)
+        return deliveries
+
+    def _within_budget(
+        self, consumer: str, entries: list[StreamEntry], deliveries: list[Delivery]
+    ) -> list[Delivery]:
+        """The longest first part of ``deliveries`` (the first entries of ``entries``) within the budget, at
+        least one; the entries after it stay unread."""
+        kept, total = len(deliveries), 0
+        for index, delivery in enumerate(deliveries):
+            total += len(delivery.raw)
+            if total > self.max_batch_bytes and index > 0:
+                kept = index
+                break
+        if kept < len(entries):
+            self._unread[consumer] = entries[kept][0]
+        return deliveries[:kept]
+
+    def _take(self, consumer: str, count: int) -> list[Delivery]:
+        """Entries a read took but did not hand out, decided on the server (see STREAM_TAKE_UNREAD)."""
+        start = self._unread[consumer]
+        args = self._fetch_args(consumer, self.group, start, count)
+        with redis_errors(self.url):
+            entries, resume, dead = self._call_with_group(
+                lambda: self._take_unread(keys=self._script_keys(), args=args)
+            )
+        self._dead_lettered += int(dead)
+        if resume:
+            self._unread[consumer] = resume
+        else:
+            del self._unread[consumer]
+        return [entry_delivery(entry_id, fields, 1) for entry_id, fields in entries]
+
+    def _until_handed_out(self, call: Callable[[], list[Any]]) -> list[Any]:
+        """The reply of a recover or reclaim script call, repeated while a call only dead-lettered oversize
+        entries: it stops after about the budget's worth of bytes, and more may wait behind them."""
+        while True:
             with redis_errors(self.url):
-                raw_command(self.client, "HINCRBY", self.keys.stats(), Stat.RECLAIMED, len(live))
-        return self._with_delivery_counts(consumer, live)
+                reply: list[Any] = self._call_with_group(call)
+            dead = int(reply[-1])
+            self._dead_lettered += dead
+            if reply[0] or not dead:
+                return reply
+
+    def _capped_reads(self) -> redis.Redis:
+        made = self._capped is None
+        reads = super()._capped_reads()
+        if made:
+            # Read replies are used as hiredis parses them (nested lists): redis-py's callback would build a
+            # tuple and a dict per entry first, which cost more than all our own work.
+            reads.set_response_callback("XREADGROUP", _reply_as_parsed)
+        return reads
+
+    def _script_keys(self) -> list[str]:
+        return [self.keys.queue, self.keys.dead_letters(), self.keys.stats()]
 
     def heartbeat(self, consumer: str, ttl_s: float) -> None:
         """Nothing to do: a stream consumer's liveness is the idle time of the entries it holds."""
@@ -143,34 +266,6 @@ class StreamTransport(Transport):
                 lambda: self.client.xclaim(self.keys.queue, self.group, consumer, 0, ids, justid=True)
             )
 
-    def _read(self, consumer: str, count: int, from_id: bytes, block_s: float) -> list[LiveEntry]:
-        # BLOCK 0 would mean "forever": a non-blocking read leaves BLOCK out.
-        block_ms = max(1, int(block_s * 1000)) if block_s > 0 else None
-        with redis_errors(self.url):
-            reply = self._call_with_group(
-                lambda: self.client.xreadgroup(
-                    self.group, consumer, {self.keys.queue: from_id}, count=count, block=block_ms
-                )
-            )
-        if not reply:
-            return []
-        # One stream read: RESP3 replies {stream: entries} (redis-py 8's default), RESP2 [[stream, entries]].
-        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return self._drop_deleted(entries)
-
-    def _drop_deleted(self, entries: Sequence[StreamEntry]) -> list[LiveEntry]:
-        """The entries that still exist; pending entries deleted from the stream (XDEL) are acknowledged."""
-        live: list[LiveEntry] = []
-        gone: list[bytes] = []
-        for entry_id, fields in entries:
-            if fields:
-                live.append((entry_id, fields))
-            else:
-                gone.append(entry_id)
-        if gone:
-            self._ack_ids(gone)
-        return live
-
     def _call_with_group(self, command: Any) -> Any:
         """``command()``; if the stream or our group was deleted under us (FLUSHALL, DEL, XGROUP DESTROY),
         create the group again and retry once. It is created at 0: settled entries were deleted with their
@@ -179,7 +274,7 @@ class StreamTransport(Transport):
         try:
             return command()
         except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith("NOGROUP"):
+            if not _no_group(exc):
                 raise
             self.setup()
             log.warning(
@@ -189,25 +284,6 @@ class StreamTransport(Transport):
                 self.keys.queue,
             )
             return command()
-
-    def _with_delivery_counts(self, consumer: str, entries: Sequence[LiveEntry]) -> list[Delivery]:
-        """Deliveries for entries read again, each with its delivery counter from the PEL."""
-        if not entries:
-            return []
-        ids = [entry_id for entry_id, _ in entries]
-        with redis_errors(self.url):
-            first, last = min(ids, key=_parse_id), max(ids, key=_parse_id)  # ids compare as numbers
-            pending = self._call_with_group(
-                lambda: self.client.xpending_range(
-                    self.keys.queue, self.group, first, last, len(ids) * 2 + 10, consumer
-                )
-            )
-        times = {row["message_id"]: int(row["times_delivered"]) for row in pending}
-        return [_delivery(entry_id, fields, times.get(entry_id, 2)) for entry_id, fields in entries]
-
-    def _ack_ids(self, ids: Sequence[bytes]) -> None:
-        with redis_errors(self.url):
-            self.client.xack(self.keys.queue, self.group, *ids)
 
     def settle(
         self,
@@ -281,7 +357,7 @@ class StreamTransport(Transport):
         return {c["name"].decode(): int(c["pending"]) for c in consumers}
 
     def held_elsewhere(self, consumer: str, min_idle_s: float) -> list[HeldEntries]:
-        """XAUTOCLAIM takes an entry once it has been idle ``min_idle_s``: the soonest is the most idle."""
+        """``reclaim`` takes an entry once it has been idle ``min_idle_s``: the soonest is the most idle."""
         held = []
         for name, count in self.pending().items():
             if name == consumer or not count:
@@ -347,64 +423,12 @@ def _next_id(entry_id: bytes) -> tuple[int, int]:
     return ms, seq + 1
 
 
+def _no_group(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether the reply is NOGROUP: a command's, or one inside a script's error (Redis 6.2 wraps it as
+    ``Error running script (...): @user_script:9: NOGROUP ...``; 7.0 passes it on as it is)."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or ": NOGROUP " in text
+
+
 def _reply_as_parsed(reply: Any, **_options: Any) -> Any:
     return reply
-
-
-def _delivery(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
-    """The delivery of one entry, whatever its fields hold: never raises.
-
-    One entry must never crash a fetch, a recovery or a take-over, nor keep its batch-mates pending: an entry
-    that cannot be read (an error reading its fields included) comes back marked ``unreadable`` with the
-    error, for the consumer to dead-letter (see :mod:`msgrelay.barriers`)."""
-    try:
-        return _read_entry(entry_id, flat_fields, times_delivered)
-    except Exception as exc:
-        return Delivery(
-            _fields_as_text(flat_fields),
-            entry_id,
-            entry_id.decode("ascii", "replace"),
-            times_delivered,
-            unreadable=f"{type(exc).__name__}: {exc}",
-        )
-
-
-def _read_entry(entry_id: bytes, flat_fields: list[bytes], times_delivered: int) -> Delivery:
-    names, values = flat_fields[::2], flat_fields[1::2]
-    fields = dict(zip(names, values, strict=True))
-    ours = len(fields) == len(names) and STREAM_PAYLOAD_FIELD in fields and fields.keys() <= _RETRY_FIELDS
-    if ours:  # our layout: the payload, and for a retry its count so far and last error
-        return _retried(entry_id, fields, times_delivered)
-    return Delivery(_payload(names, values), entry_id, entry_id.decode(), times_delivered)
-
-
-def _retried(entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
-    """An entry in our layout. Its retry count is range-checked: a count that is not a delivery count (a
-    5000-digit one, which ``int()`` refuses) makes it unreadable, its message kept whole for a replay."""
-    payload, count = fields[STREAM_PAYLOAD_FIELD], fields.get(b"n", b"0")
-    if not (count.isdigit() and len(count) <= MAX_COUNT_DIGITS):
-        shown = repr(count[:20])[1:] + ("..." if len(count) > 20 else "")
-        detail = f"retry count n={shown} ({len(count)} characters) is not a delivery count"
-        return Delivery(payload, entry_id, entry_id.decode(), times_delivered, unreadable=detail)
-    last_error = fields.get(b"e", b"").decode("utf-8", "replace")
-    return Delivery(payload, entry_id, entry_id.decode(), int(count) + times_delivered, last_error)
-
-
-def _payload(names: list[bytes], values: list[bytes]) -> bytes:
-    """An entry XADDed by hand with fields other than ours reads as one JSON object of its fields. A name
-    given more than once (Redis keeps every pair) holds the list of its values, so none is dropped."""
-    record: dict[str, Any] = {}
-    for name, value in zip(names, values, strict=True):
-        key, text = name.decode("utf-8", "replace"), value.decode("utf-8", "replace")
-        if key not in record:
-            record[key] = text
-        elif isinstance(record[key], list):
-            record[key].append(text)
-        else:
-            record[key] = [record[key], text]
-    return orjson.dumps(record)
-
-
-def _fields_as_text(flat_fields: object) -> bytes:
-    """What an unreadable entry's dead letter keeps of it: its fields as text (last resort, never raises)."""
-    return repr(flat_fields).encode("utf-8", "backslashreplace")[:UNREADABLE_KEEP_BYTES]
