@@ -24,15 +24,22 @@ logged and the consumer goes on.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from msgrelay.barriers import crash_letter, refusal
+from msgrelay.batch import (
+    BatchResult,
+    ConsumerHook,
+    Pair,
+    Totals,
+    Triage,
+    batch_result,
+    default_consumer_name,
+)
 from msgrelay.codec import decode
 from msgrelay.config import ConsumerSettings
 from msgrelay.deadletter import DeadLetter
@@ -45,7 +52,15 @@ from msgrelay.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BURST_MAX_FAILURES", "Backoff", "BatchResult", "Consumer", "ConsumerHook", "Totals"]
+__all__ = [
+    "BURST_MAX_FAILURES",
+    "Backoff",
+    "BatchResult",
+    "Consumer",
+    "ConsumerHook",
+    "Totals",
+    "default_consumer_name",
+]
 
 BURST_MAX_FAILURES = 5
 """In burst mode, give up (raise) after this many consecutive failed attempts at one batch."""
@@ -55,83 +70,6 @@ CAUGHT_UP_TRIM_S = 0.1
 """Once caught up with the queue, trim settled entries at most this often (a full Redis needs it back)."""
 PROMOTE_MAX = 1000
 """Due retries moved back onto the queue per maintenance turn."""
-
-Pair = tuple[Delivery, Message]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What happened to one batch."""
-
-    fetched: int
-    written: int
-    dead_lettered: int
-    duration_s: float
-    recovered: bool = False
-    retried: int = 0
-    held: int = 0
-
-    @property
-    def success_rate(self) -> float:
-        """Share of the batch written to its log file (1.0 for an empty batch)."""
-        return self.written / self.fetched if self.fetched else 1.0
-
-
-@dataclass(slots=True)
-class Totals:
-    """Running totals of one ``run``."""
-
-    batches: int = 0
-    fetched: int = 0
-    written: int = 0
-    dead_lettered: int = 0
-    retried: int = 0
-    failed_attempts: int = 0
-    started: float = field(default_factory=time.monotonic)
-    busy_s: float = 0.0
-    """Seconds spent on batches (reading them when they were there, writing, settling), without the time
-    spent waiting for messages or pausing (``processing_delay_s``)."""
-
-    def add(self, result: BatchResult) -> None:
-        self.batches += 1
-        self.fetched += result.fetched
-        self.written += result.written
-        self.dead_lettered += result.dead_lettered
-        self.retried += result.retried
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
-
-
-class ConsumerHook:
-    """Override what you need; every method is a no-op by default."""
-
-    def after_batch(self, result: BatchResult, totals: Totals) -> None:
-        """Called after a batch is settled."""
-
-    def on_failure(self, error: Exception, retry_in_s: float) -> None:
-        """Called when lines could not be written (their file is failing); they are written again after
-        ``retry_in_s``. Redis failures are not reported here: the consumer's :class:`OutageLog` says them
-        once per episode."""
-
-    def on_maintenance(self) -> None:
-        """Called every maintenance turn (about once a second): a place for housekeeping."""
-
-
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(slots=True)
-class _Triage:
-    """One batch sorted out: what to write, what is dead, what to retry."""
-
-    to_write: list[Pair] = field(default_factory=list)
-    written: list[Pair] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    retries: list[RetryRecord] = field(default_factory=list)
-    held: list[Pair] = field(default_factory=list)
 
 
 class Consumer:
@@ -165,7 +103,7 @@ class Consumer:
         """Says once per episode that Redis cannot serve us, and once that it serves again."""
         self._stopping = threading.Event()
         self._set_up = False
-        self._unsettled: _Triage | None = None
+        self._unsettled: Triage | None = None
         self._trim_failing = False
         self._held: list[Pair] = []
         self._held_types: set[str] = set()
@@ -374,7 +312,7 @@ class Consumer:
             # serves again instead of being delivered and written a second time.
             self._unsettled = triage
             raise
-        return _result(triage, len(deliveries), started, recovered)
+        return batch_result(triage, len(deliveries), started, recovered)
 
     def _settle_kept(self) -> None:
         """Settle the batch whose settle Redis refused (``process``), before taking any other work."""
@@ -385,10 +323,10 @@ class Consumer:
         self._settle(kept)
         self._unsettled = None
         fetched = len(kept.written) + len(kept.dead) + len(kept.retries) + len(kept.held)
-        self._record(_result(kept, fetched, started, recovered=True))
+        self._record(batch_result(kept, fetched, started, recovered=True))
 
-    def _triage(self, deliveries: Sequence[Delivery]) -> _Triage:
-        triage = _Triage()
+    def _triage(self, deliveries: Sequence[Delivery]) -> Triage:
+        triage = Triage()
         max_deliveries = self.retry_policy.max_deliveries
         for delivery in deliveries:
             if delivery.attempt > max_deliveries or delivery.unreadable:  # barriers.refused_before_decoding
@@ -410,7 +348,7 @@ class Consumer:
         self._skip_already_written(triage)
         return triage
 
-    def _skip_already_written(self, triage: _Triage) -> None:
+    def _skip_already_written(self, triage: Triage) -> None:
         """Effectively-once files: redelivered entries a crashed write already put on disk are only acked."""
         redelivered = [delivery.handle for delivery, _ in triage.to_write if delivery.attempt > 1]
         if not redelivered:
@@ -420,7 +358,7 @@ class Consumer:
             triage.written += [pair for pair in triage.to_write if pair[0].handle in done]
             triage.to_write = [pair for pair in triage.to_write if pair[0].handle not in done]
 
-    def _write(self, triage: _Triage) -> None:
+    def _write(self, triage: Triage) -> None:
         """Write ``to_write``; sort the outcome into written, retries / dead letters, and held lines."""
         pairs = triage.to_write
         if not pairs:
@@ -447,7 +385,7 @@ class Consumer:
                 due_ms = now_ms + int(self.retry_policy.delay_s(pair[0].attempt) * 1000)
                 triage.retries.append(RetryRecord(pair[0], error, due_ms))
 
-    def _settle(self, triage: _Triage) -> None:
+    def _settle(self, triage: Triage) -> None:
         self._park(triage)
         type_counts = Counter(message.type for _, message in triage.written)
         delivered = [delivery for delivery, _ in triage.written]
@@ -463,7 +401,7 @@ class Consumer:
 
     # --- lines whose file is failing ------------------------------------------------------------------
 
-    def _park(self, triage: _Triage) -> None:
+    def _park(self, triage: Triage) -> None:
         """Keep held lines in memory up to ``HELD_BATCHES_MAX`` batches; defer the rest through the retry
         schedule (acknowledged with the batch, back on the queue when the backoff is over, their attempt
         not counted), so a file that stays broken never stops the other types nor fills our memory."""
@@ -496,12 +434,12 @@ class Consumer:
         self.transport.touch(self.name, [delivery for delivery, _ in self._held])
         held, self._held, self._held_types = self._held, [], set()
         started = time.monotonic()
-        triage = _Triage(to_write=held)
+        triage = Triage(to_write=held)
         self._write(triage)
         self._settle(triage)
         if not self._held:
             self.totals.failed_attempts = 0
-        self._record(_result(triage, len(held), started, recovered=False))
+        self._record(batch_result(triage, len(held), started, recovered=False))
         return True
 
     # --- plumbing -------------------------------------------------------------------------------------
@@ -512,15 +450,3 @@ class Consumer:
                 getattr(hook, method)(*args)
             except Exception:
                 log.exception("consumer hook %r failed in %s; going on", hook, method)
-
-
-def _result(triage: _Triage, fetched: int, started: float, recovered: bool) -> BatchResult:
-    return BatchResult(
-        fetched,
-        len(triage.written),
-        len(triage.dead),
-        time.monotonic() - started,
-        recovered,
-        retried=len(triage.retries),
-        held=len(triage.held),
-    )

@@ -25,8 +25,8 @@ from typing import Final
 
 import redis
 
+from msgrelay.batch import ConsumerHook
 from msgrelay.config import DeadLetterSettings
-from msgrelay.consumer import ConsumerHook
 from msgrelay.deadletter import OUTBOX_TRANSPORT, DeadLetterEntry, DeadLetterHead
 from msgrelay.dlq_replay import (
     REPLAY_SCRIPT,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from msgrelay.consumer import ConsumerHook
+from msgrelay.batch import ConsumerHook
 from msgrelay.transport.base import Transport
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from msgrelay.consumer import BatchResult, ConsumerHook, Totals
+from msgrelay.batch import BatchResult, ConsumerHook, Totals
 from msgrelay.deadletter import DeadLetterEntry
 from msgrelay.errors import SinkError
 from msgrelay.monitor import AlertStats, QueueStats

@@ -14,6 +14,7 @@ import typer
 from msgrelay.alerting.codec import decode_alert, encode_alert
 from msgrelay.alerting.model import Alert
 from msgrelay.alerting.silences import SilenceStore, parse_duration
+from msgrelay.batch import default_consumer_name
 from msgrelay.cli.common import (
     AlertTransportOpt,
     ConfigOpt,
@@ -26,7 +27,6 @@ from msgrelay.cli.common import (
 )
 from msgrelay.cli.exit_codes import ExitCode
 from msgrelay.codec import visible_surrogates
-from msgrelay.consumer import default_consumer_name
 from msgrelay.errors import BrokerError, ConfigError
 from msgrelay.forgetting import ConsumerForgetting
 from msgrelay.outage import OutageLog, wait_until_serving
